@@ -1,0 +1,324 @@
+"""The transformers face of the core: HF arguments in, HF output classes out.
+
+Everything numerical lives in `core.py`. This file fills the core's two seams from transformers
+(the attention function from `ALL_ATTENTION_FUNCTIONS`, the KV cache from `Cache`), builds masks with
+`create_causal_mask`, computes losses with `self.loss_function`, and records hidden states and
+attention weights with transformers' output-capturing hooks. It imports only torch, transformers and
+its sibling files, so `save_pretrained` can copy it next to a checkpoint for `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_gptcore import GPTCoreConfig
+from .core import GPT, Block, CausalSelfAttention, GPTTransformer, check_token_ids, eager_attention, init_weights
+from .gpt2_checkpoint import HF_GPT2_IGNORED, HF_GPT2_RULES, add_transformer_prefix, gptcore_config_kwargs_from_gpt2, load_weight_files
+from .weight_mapping import apply_rules
+
+logger = logging.get_logger(__name__)
+
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+_AUTO_MAP = {
+    "AutoConfig": "configuration_gptcore.GPTCoreConfig",
+    "AutoModel": "modeling_gptcore.GPTCoreModel",
+    "AutoModelForCausalLM": "modeling_gptcore.GPTCoreForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_gptcore.GPTCoreForSequenceClassification",
+}
+
+
+class GPTCorePreTrainedModel(PreTrainedModel):
+    config_class = GPTCoreConfig
+    config: GPTCoreConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Block"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": Block,
+        "attentions": OutputRecorder(CausalSelfAttention, index=1),
+    }
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # transformers guards torch.nn.init during loading, so weights read from a checkpoint are kept.
+        init_weights(module, self.config)
+
+    def save_pretrained(self, save_directory: str | Any, *args: Any, **kwargs: Any) -> Any:
+        # Name every Auto class, so the folder loads with any of them under trust_remote_code
+        # (transformers itself only records the class that was saved).
+        if self._auto_class is not None:
+            self.config.auto_map = {**_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """As `PreTrainedModel.from_pretrained`; also reads transformers' GPT-2 checkpoints (model_type "gpt2")."""
+        config = kwargs.get("config")
+        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None and not isinstance(config, PreTrainedConfig):
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            try:
+                config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+            except OSError:
+                config_dict = {}  # let transformers raise its usual, detailed error below
+            if config_dict.get("model_type") == "gpt2":
+                for key in _HUB_KWARGS:
+                    kwargs.pop(key, None)
+                return cls._from_gpt2_checkpoint(pretrained_model_name_or_path, config_dict, hub_kwargs, model_args, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def _from_gpt2_checkpoint(
+        cls, path: str, gpt2_config: dict[str, Any], hub_kwargs: dict[str, Any], model_args: tuple, kwargs: dict[str, Any]
+    ) -> Any:
+        config_kwargs = gptcore_config_kwargs_from_gpt2(gpt2_config)
+        config, kwargs = cls.config_class.from_dict(config_kwargs, return_unused_kwargs=True, **kwargs)
+        state_dict = apply_rules(
+            add_transformer_prefix(load_weight_files(path, **hub_kwargs)),
+            HF_GPT2_RULES,
+            config.n_layer,
+            ignore=HF_GPT2_IGNORED,
+            expected_shapes=expected_shapes(config, include_lm_head=False),
+            source_description=f"GPT-2 checkpoint {path}",
+        )
+        logger.info("converted GPT-2 checkpoint %s to the gptcore layout on load", path)
+        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
+
+
+def expected_shapes(config: Any, include_lm_head: bool = True) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of GPTCoreForCausalLM for `config`, without allocating weights."""
+    with torch.device("meta"):
+        model = GPT(config)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if not include_lm_head and config.tie_word_embeddings:
+        shapes.pop("lm_head.weight")
+    elif not include_lm_head:
+        shapes["lm_head.weight"] = (config.vocab_size, config.n_embd)
+    return shapes
+
+
+class GPTCoreModel(GPTCorePreTrainedModel):
+    """The bare transformer (no head): `last_hidden_state` of shape (batch, seq_len, n_embd)."""
+
+    def __init__(self, config: GPTCoreConfig) -> None:
+        super().__init__(config)
+        # Adopt the core's modules as our own children, so checkpoint names stay GPT-2's
+        # (`wte`, `h.0.attn.c_attn`, ...), and run them with the core's forward below.
+        for name, module in GPTTransformer(config).named_children():
+            self.add_module(name, module)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.wte = new_embeddings
+
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast:
+        kwargs.pop("output_attentions", None)
+        kwargs.pop("output_hidden_states", None)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            check_token_ids(input_ids, self.config.vocab_size)
+            inputs_embeds = self.wte(input_ids)  # (B, T, C)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.config.n_embd:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq_len, {self.config.n_embd}), got {tuple(inputs_embeds.shape)}"
+            )
+        batch, seq_len = inputs_embeds.shape[:2]
+        if token_type_ids is not None:  # GPT-2 embeds token types with the token embedding
+            inputs_embeds = inputs_embeds + self.wte(token_type_ids.view(batch, seq_len))
+
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False")
+            use_cache = False
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+
+        if position_ids is None:
+            past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+            position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
+        if attention_mask is not None and attention_mask.dim() == 2:
+            check_attention_mask(attention_mask, batch, seq_len, past_key_values)
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
+        hidden_states = GPTTransformer.forward(
+            self,
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            attention_mask=mask,
+            past_key_values=past_key_values,
+            attention_fn=attention_fn,
+            **kwargs,
+        )
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
+        )
+
+
+def check_attention_mask(mask: torch.Tensor, batch: int, seq_len: int, cache: Cache | None) -> None:
+    """A 2-D padding mask must cover the cached tokens plus the new ones, one row per sequence."""
+    past = cache.get_seq_length() if cache is not None else 0
+    # A StaticCache reports the tokens written so far; generate() may pass a mask as long as its capacity.
+    if mask.size(0) != batch or mask.size(1) < past + seq_len:
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but the input needs ({batch}, {past + seq_len}) "
+            f"(batch, cached + new tokens); pass the tokenizer's attention_mask for the same batch"
+        )
+
+
+class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
+    """GPT with its language-model head (tied to the token embedding unless `tie_word_embeddings=False`)."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: GPTCoreConfig) -> None:
+        super().__init__(config)
+        self.transformer = GPTCoreModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        outputs = self.transformer(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
+    """A linear classifier on the hidden state of each sequence's last real (non-padding) token."""
+
+    def __init__(self, config: GPTCoreConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = GPTCoreModel(config)
+        self.dropout = nn.Dropout(config.summary_first_dropout)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutputWithPast:
+        outputs = self.transformer(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (B, T, C)
+        last = self._last_token_index(input_ids, attention_mask, hidden_states)
+        pooled = hidden_states[torch.arange(hidden_states.size(0), device=hidden_states.device), last]  # (B, C)
+        logits = self.score(self.dropout(pooled))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _last_token_index(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """Index of the rightmost real token per row: works for left and right padding alike."""
+        batch, seq_len = hidden_states.shape[:2]
+        if attention_mask is not None and attention_mask.dim() == 2:
+            real = attention_mask[:, -seq_len:].to(hidden_states.device).bool()
+        elif input_ids is not None and self.config.pad_token_id is not None:
+            real = input_ids.to(hidden_states.device) != self.config.pad_token_id
+        else:
+            return torch.full((batch,), seq_len - 1, device=hidden_states.device)
+        if not torch.compiler.is_compiling() and not bool(real.any(dim=1).all()):
+            raise ValueError("a row of the batch has no real tokens (all padding); remove empty sequences")
+        positions = torch.arange(seq_len, device=hidden_states.device)
+        return (positions * real).argmax(dim=-1)
+
+
+__all__ = ["GPTCorePreTrainedModel", "GPTCoreModel", "GPTCoreForCausalLM", "GPTCoreForSequenceClassification"]
