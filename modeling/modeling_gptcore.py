@@ -91,12 +91,15 @@ class GPTCorePreTrainedModel(PreTrainedModel):
     ) -> Any:
         config_kwargs = gptcore_config_kwargs_from_gpt2(gpt2_config)
         config, kwargs = cls.config_class.from_dict(config_kwargs, return_unused_kwargs=True, **kwargs)
+        source = add_transformer_prefix(load_weight_files(path, **hub_kwargs))
+        if config.tie_word_embeddings:
+            source.pop("lm_head.weight", None)  # some uploads store the tied copy; wte is the one we keep
         state_dict = apply_rules(
-            add_transformer_prefix(load_weight_files(path, **hub_kwargs)),
+            source,
             HF_GPT2_RULES,
             config.n_layer,
             ignore=HF_GPT2_IGNORED,
-            expected_shapes=expected_shapes(config, include_lm_head=False),
+            expected_shapes=expected_shapes(config, include_lm_head=not config.tie_word_embeddings),
             source_description=f"GPT-2 checkpoint {path}",
         )
         logger.info("converted GPT-2 checkpoint %s to the gptcore layout on load", path)
@@ -108,10 +111,8 @@ def expected_shapes(config: Any, include_lm_head: bool = True) -> dict[str, tupl
     with torch.device("meta"):
         model = GPT(config)
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    if not include_lm_head and config.tie_word_embeddings:
+    if not include_lm_head:
         shapes.pop("lm_head.weight")
-    elif not include_lm_head:
-        shapes["lm_head.weight"] = (config.vocab_size, config.n_embd)
     return shapes
 
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random GPT-2 models and their gptcore twins (no network anywhere)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+import gptcore.modeling  # noqa: E402,F401  registers the Auto classes
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny configs, including odd sizes (head_dim 12 and 5, vocab not a power of two, explicit n_inner).
+TINY_GPT2_CONFIGS = {
+    "base": dict(vocab_size=101, n_positions=64, n_embd=48, n_layer=2, n_head=4),
+    "odd": dict(vocab_size=77, n_positions=33, n_embd=15, n_layer=3, n_head=3, n_inner=23),
+    "deep": dict(vocab_size=128, n_positions=48, n_embd=32, n_layer=4, n_head=1, layer_norm_epsilon=1e-6),
+}
+
+
+def gpt2_config(**overrides) -> GPT2Config:
+    """A tiny GPT2Config with dropout off (so outputs are deterministic in train mode too)."""
+    fields = dict(TINY_GPT2_CONFIGS["base"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    fields.update(overrides)
+    return GPT2Config(**fields)
+
+
+def save_random_gpt2(path: Path, config: GPT2Config, seed: int = 0, **save_kwargs) -> GPT2LMHeadModel:
+    """A randomly initialised transformers GPT-2, saved in the layout published on the Hub."""
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # LayerNorms start at (1, 0); perturb them so a swapped weight/bias would show
+        for name, p in model.named_parameters():
+            if ".ln_" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(path, **save_kwargs)
+    return model
+
+
+@pytest.fixture
+def gpt2_pair(tmp_path):
+    """(transformers GPT2LMHeadModel, GPTCoreForCausalLM loaded from its saved folder), both eval mode."""
+    from gptcore.modeling import GPTCoreForCausalLM
+
+    ref = save_random_gpt2(tmp_path / "gpt2", gpt2_config())
+    ours = GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2").eval()
+    return ref, ours
