@@ -9,9 +9,11 @@ its sibling files, so `save_pretrained` can copy it next to a checkpoint for `tr
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -79,11 +81,30 @@ class GPTCorePreTrainedModel(PreTrainedModel):
                 config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
             except OSError:
                 config_dict = {}  # let transformers raise its usual, detailed error below
-            if config_dict.get("model_type") == "gpt2":
+            model_type = config_dict.get("model_type", GPTCoreConfig.model_type)
+            if model_type == "gpt2":
                 for key in _HUB_KWARGS:
                     kwargs.pop(key, None)
                 return cls._from_gpt2_checkpoint(pretrained_model_name_or_path, config_dict, hub_kwargs, model_args, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            if model_type != GPTCoreConfig.model_type:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds a {model_type!r} model; gptcore reads 'gptcore' and 'gpt2' "
+                    "checkpoints. For other GPT-2-architecture layouts use `python -m gptcore.conversion`"
+                )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as err:  # the library's message does not say which checkpoint
+            raise ValueError(
+                f"could not read the weights of {pretrained_model_name_or_path}: {err}. The weight file is "
+                "truncated or corrupt; download or save it again"
+            ) from err
+        except pickle.UnpicklingError as err:
+            found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
+            raise ValueError(
+                f"refused to load {pretrained_model_name_or_path}: its pickle weight file holds objects other than "
+                f"tensors ({'; '.join(found) or 'unsupported content'}), which could run code. gptcore never "
+                "executes them; re-save the weights as safetensors from a source you trust"
+            ) from err
 
     @classmethod
     def _from_gpt2_checkpoint(
