@@ -92,7 +92,7 @@ class GPTCorePreTrainedModel(PreTrainedModel):
                     "checkpoints. For other GPT-2-architecture layouts use `python -m gptcore.conversion`"
                 )
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            return cls._load_checked(pretrained_model_name_or_path, model_args, kwargs)
         except SafetensorError as err:  # the library's message does not say which checkpoint
             raise ValueError(
                 f"could not read the weights of {pretrained_model_name_or_path}: {err}. The weight file is "
@@ -105,6 +105,31 @@ class GPTCorePreTrainedModel(PreTrainedModel):
                 f"tensors ({'; '.join(found) or 'unsupported content'}), which could run code. gptcore never "
                 "executes them; re-save the weights as safetensors from a source you trust"
             ) from err
+
+    @classmethod
+    def _load_checked(cls, path: Any, model_args: tuple, kwargs: dict[str, Any]) -> Any:
+        """transformers' loading, but a transformer tensor that is missing, unknown or misshapen is an error
+        rather than a warning and a random re-initialisation. Heads (`lm_head`, `score`) may still be new:
+        starting a classifier from a language model is what fine-tuning does."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        user_ignores_shapes = kwargs.pop("ignore_mismatched_sizes", False)
+        model, info = super().from_pretrained(
+            path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        heads = ("lm_head.", "score.")
+        problems = []
+        if missing := sorted(k for k in info["missing_keys"] if not k.startswith(heads)):
+            problems.append(f"missing tensors {missing[:5]}")
+        if unexpected := sorted(k for k in info["unexpected_keys"] if not k.startswith(heads)):
+            problems.append(f"tensors the model does not have {unexpected[:5]}")
+        if not user_ignores_shapes and (mismatched := sorted(map(str, info["mismatched_keys"]))):
+            problems.append(f"tensors whose shape differs from the config's (name, checkpoint, model) {mismatched[:5]}")
+        if problems:
+            raise ValueError(
+                f"the checkpoint {path} does not match its config: " + "; ".join(problems) + ". It is incomplete, "
+                "from another architecture, or its config.json was edited; re-save or re-convert it"
+            )
+        return (model, info) if wants_info else model
 
     @classmethod
     def _from_gpt2_checkpoint(
