@@ -52,3 +52,36 @@ def gpt2_pair(tmp_path):
     ref = save_random_gpt2(tmp_path / "gpt2", gpt2_config())
     ours = GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2").eval()
     return ref, ours
+
+
+# Prepended to code run by `run_without_gptcore`: an import hook makes `gptcore` unimportable however it
+# is installed (editable finder or site-packages), so the child sees only what plain transformers sees.
+_BLOCK_GPTCORE = '''
+import sys
+
+class _BlockGptcore:
+    def find_spec(self, name, path=None, target=None):
+        if name == "gptcore" or name.startswith("gptcore."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, _BlockGptcore())
+try:
+    import gptcore.modeling
+    raise SystemExit("gptcore is still importable; the test environment leaks")
+except ModuleNotFoundError:
+    pass
+'''
+
+
+def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout: int = 300):
+    """Run `code` in a fresh interpreter of this venv in which gptcore cannot be imported."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HOME"] = str(cwd / "hf_home")  # a fresh cache for remote-code modules
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK_GPTCORE + code],
+        cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip

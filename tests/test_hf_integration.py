@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import run_without_gptcore
 from safetensors import safe_open
 from transformers import (
     AutoConfig,
@@ -92,19 +91,6 @@ def test_trust_remote_code_load_without_gptcore(tmp_path):
     torch.save({"ids": ids, "expected": expected}, tmp_path / "io.pt")
     script = textwrap.dedent(f"""
         import sys
-
-        class BlockGptcore:  # whether installed editable or into site-packages, gptcore is unreachable
-            def find_spec(self, name, path=None, target=None):
-                if name == "gptcore" or name.startswith("gptcore."):
-                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
-                return None
-
-        sys.meta_path.insert(0, BlockGptcore())
-        try:
-            import gptcore.modeling
-            raise SystemExit("gptcore is still importable")
-        except ModuleNotFoundError:
-            pass
         import torch
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
@@ -115,11 +101,7 @@ def test_trust_remote_code_load_without_gptcore(tmp_path):
             torch.testing.assert_close(model(io["ids"]).logits, io["expected"], atol=1e-6, rtol=0)
         print("REMOTE-OK")
     """)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env["HF_HOME"] = str(tmp_path / "hf_home")  # a fresh modules cache
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_without_gptcore(script, tmp_path)
     assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
 
 

@@ -1,19 +1,13 @@
 """Saved tokenizers load with plain `AutoTokenizer` in a Python where gptcore cannot be imported."""
 
 import json
-import os
-import subprocess
-import sys
-import sysconfig
+
+from conftest import run_without_gptcore
 
 from gptcore.tokenization import alpaca_to_messages, gpt2_tokenizer, train_tokenizer
 
-# `python -S` skips site-packages' .pth files, which is where the editable install of gptcore hooks in;
-# the child then adds site-packages back as a plain path, so transformers imports but gptcore does not.
 CHILD = """
-import importlib.util, json, sys
-sys.path.append(sys.argv[1])
-assert importlib.util.find_spec("gptcore") is None, "gptcore is importable; the test environment leaks"
+import json
 from transformers import AutoTokenizer
 job = json.loads(sys.stdin.read())
 out = {}
@@ -33,12 +27,8 @@ TEXTS = ["Hello, do you like tea? <|endoftext|> In the sunlit terraces", "héllo
 
 
 def load_in_plain_transformers(folders, messages, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     job = json.dumps({"folders": [str(f) for f in folders], "texts": TEXTS, "messages": messages})
-    proc = subprocess.run(
-        [sys.executable, "-S", "-c", CHILD, sysconfig.get_paths()["purelib"]],
-        input=job, capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
-    )
+    proc = run_without_gptcore(CHILD, cwd, stdin=job)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
