@@ -1,0 +1,96 @@
+"""Command-line arguments of examples/pretrain.py, and the checks that need no model or data."""
+
+from __future__ import annotations
+
+import argparse
+
+from pretrain_model import PRESETS
+
+# Arguments that fix which tokens each step sees; a resumed run must use the same ones.
+DATA_ORDER_ARGS = (
+    "train_files", "validation_files", "dataset_name", "dataset_config_name", "text_column", "sample_by",
+    "streaming", "validation_split_percentage", "max_eval_samples", "block_size", "batch_size",
+    "gradient_accumulation_steps", "seed", "no_cross_document_attention",
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--config", help=f"model size: one of {', '.join(PRESETS)} or a config.json (default: cpu-small)")
+    g.add_argument("--config_overrides", help='change config fields, e.g. "n_layer=6,n_embd=192,resid_pdrop=0.1"')
+    g.add_argument("--model_name_or_path", help="start from this checkpoint (gptcore or GPT-2 layout) instead of random weights")
+    g.add_argument("--tokenizer_name_or_path", help="a transformers tokenizer (default: GPT-2's, bundled with gptcore)")
+    g.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in backward to save memory")
+    g.add_argument("--torch_compile", action="store_true", help="compile the model with torch.compile (inductor)")
+
+    g = p.add_argument_group("data (default: the text files in examples/data/corpus/)")
+    g.add_argument("--train_files", nargs="+", help="local text files to train on")
+    g.add_argument("--validation_files", nargs="+", help="local text files to validate on (default: hold out a share of the blocks)")
+    g.add_argument("--dataset_name", help="a Hugging Face Hub dataset instead of local files")
+    g.add_argument("--dataset_config_name", help="the Hub dataset's configuration")
+    g.add_argument("--text_column", default="text", help="column holding the documents (default: text)")
+    g.add_argument("--sample_by", default="document", choices=["document", "paragraph", "line"],
+                   help="what one document of a local text file is (default: the whole file)")  # fmt: skip
+    g.add_argument("--streaming", action="store_true", help="stream the dataset instead of preparing it up front")
+    g.add_argument("--validation_split_percentage", type=float, default=5.0,
+                   help="share of the blocks held out for validation when there is no validation split (default: 5)")  # fmt: skip
+    g.add_argument("--max_eval_samples", type=int, default=256,
+                   help="at most this many validation blocks; also how many a stream without validation split holds out")  # fmt: skip
+    g.add_argument("--preprocessing_num_workers", type=int, help="processes for tokenization (datasets' map num_proc)")
+    g.add_argument("--block_size", type=int, default=128, help="tokens per training sequence (default: 128)")
+    g.add_argument("--no_cross_document_attention", action="store_true",
+                   help="packed documents do not attend to each other (positions restart at each EOS)")  # fmt: skip
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--batch_size", type=int, default=8, help="sequences per optimizer step, over all processes (default: 8)")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step (default: 1)")
+    g.add_argument("--max_steps", type=int, default=300, help="optimizer steps (default: 300)")
+    g.add_argument("--learning_rate", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    g.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decay ends at this share of the peak (default: 0.1)")
+    g.add_argument("--warmup_steps", type=int, default=20, help="linear warmup steps (default: 20)")
+    g.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay of the weight matrices (default: 0.1)")
+    g.add_argument("--adam_beta1", type=float, default=0.9)
+    g.add_argument("--adam_beta2", type=float, default=0.95)
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="clip the gradient norm to this; 0 = no clipping (default: 1)")
+    g.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate's setting (no)")
+    g.add_argument("--skip_nonfinite_steps", action="store_true", help="skip a step whose loss is NaN/inf instead of stopping")
+    g.add_argument("--seed", type=int, default=42)
+
+    g = p.add_argument_group("evaluation, checkpoints and outputs")
+    g.add_argument("--output_dir", default="runs/pretrain", help="where everything goes (default: runs/pretrain)")
+    g.add_argument("--overwrite_output_dir", action="store_true", help="start over in a non-empty --output_dir")
+    g.add_argument("--resume_from_checkpoint", help="'latest' (newest complete checkpoint in --output_dir) or a checkpoint folder")
+    g.add_argument("--eval_steps", type=int, default=50, help="validate and print a sample every N steps (default: 50)")
+    g.add_argument("--save_steps", type=int, default=100, help="save a checkpoint every N steps; 0 = only on a stop (default: 100)")
+    g.add_argument("--save_total_limit", type=int, default=2, help="keep the newest N checkpoints (default: 2)")
+    g.add_argument("--sample_prompt", default="Alice was beginning to", help="prompt of the sample generations")
+    g.add_argument("--sample_max_new_tokens", type=int, default=40)
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    positive = ("batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps", "save_total_limit", "max_eval_samples")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("warmup_steps", "save_steps", "sample_max_new_tokens"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.block_size < 2:
+        raise ValueError(f"--block_size must be >= 2 (a token and the next one to predict), got {args.block_size}")
+    if args.batch_size % args.gradient_accumulation_steps:
+        raise ValueError(
+            f"--batch_size {args.batch_size} must be a multiple of --gradient_accumulation_steps "
+            f"{args.gradient_accumulation_steps}: each micro-batch holds batch_size / gradient_accumulation_steps sequences"
+        )
+    if args.model_name_or_path and (args.config or args.config_overrides):
+        raise ValueError("--model_name_or_path brings its own config; drop --config/--config_overrides")
+    if not args.model_name_or_path:
+        args.config = args.config or "cpu-small"
+    if args.overwrite_output_dir and args.resume_from_checkpoint:
+        raise ValueError("--overwrite_output_dir deletes the checkpoints that --resume_from_checkpoint needs; pass one of them")
+    if not 0 <= args.min_lr_ratio <= 1:
+        raise ValueError(f"--min_lr_ratio must be in [0, 1], got {args.min_lr_ratio}")

@@ -1,0 +1,114 @@
+"""What examples/pretrain.py leaves behind for people: metrics.jsonl, the loss curve, the model card."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, each with a `step`; written by the main process only."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, **record: Any) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Forget records past `step`: a run resumed from an earlier checkpoint writes them again."""
+        if self.enabled and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+
+def plot_loss_curve(records: list[dict[str, Any]], path: Path, unigram_baseline: float | None) -> None:
+    """Training and validation loss against the optimizer step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; also safe under accelerate launch
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r and math.isfinite(r["train_loss"])]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if train:
+        ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation")
+    if unigram_baseline is not None:
+        ax.axhline(unigram_baseline, color="grey", linestyle="--", label=f"unigram baseline ({unigram_baseline:.2f})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("Pretraining loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_model_card(
+    model_dir: Path,
+    model_config: dict[str, Any],
+    num_parameters: int,
+    training_args: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    """README.md with the Hub's metadata header, the training configuration and the final metrics."""
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
+    )
+    arch = ", ".join(f"{k}={model_config[k]}" for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"))
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    content = f"""---
+{card_data.to_yaml()}
+---
+
+# gptcore GPT pretrained from scratch
+
+A GPT-2-architecture model ({arch}; {num_parameters / 1e6:.1f}M parameters) trained with gptcore's
+`examples/pretrain.py`.
+
+## Use
+
+```python
+import gptcore.modeling  # registers the gptcore architecture with the Auto classes
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{model_dir}")
+tokenizer = AutoTokenizer.from_pretrained("{model_dir}")
+```
+
+Without gptcore installed, pass `trust_remote_code=True` (the modeling code is saved next to the weights).
+
+## Final metrics
+
+Losses are cross-entropies in nats per token. The unigram baseline is the validation cross-entropy under the
+training tokens' frequencies with add-one smoothing: a model must beat it to have learnt more than word counts.
+
+| metric | value |
+|---|---|
+{rows}
+
+## Training configuration
+
+```json
+{json.dumps(training_args, indent=2, default=str)}
+```
+"""
+    ModelCard(content).save(model_dir / "README.md")

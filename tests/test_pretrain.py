@@ -1,0 +1,149 @@
+"""End to end: examples/pretrain.py in subprocesses, with a tiny model on one bundled text.
+
+One reference run (1 process) is compared with a 2-process DDP run on CPU (same global batch: the same loss
+curve) and with a run stopped by SIGTERM and resumed from its checkpoint (the identical curve).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "pretrain.py"
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+TINY = [
+    "--config_overrides", "n_layer=2,n_head=2,n_embd=32",
+    "--train_files", str(ROOT / "examples" / "data" / "corpus" / "alice29.txt"),
+    "--sample_by", "paragraph",  # many documents per block, for --no_cross_document_attention
+    "--no_cross_document_attention",
+    "--block_size", "32", "--batch_size", "4", "--max_steps", "6",
+    "--learning_rate", "1e-2", "--warmup_steps", "0",  # large steps from the start, so any difference shows
+    "--eval_steps", "3", "--save_steps", "3", "--max_eval_samples", "8", "--sample_max_new_tokens", "8",
+]  # fmt: skip
+
+
+def environment(tmp: Path) -> dict[str, str]:
+    # A private HF home: no user accelerate config, no shared datasets cache, no network.
+    return {**os.environ, "HF_HOME": str(tmp / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def pretrain(tmp: Path, *args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    command = [*(launcher or [sys.executable]), str(SCRIPT), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=environment(tmp), cwd=tmp, timeout=300)
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def curve(output_dir: Path) -> dict[tuple[int, str], float]:
+    return {(r["step"], k): r[k] for r in metrics(output_dir) for k in ("train_loss", "val_loss") if k in r}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(abs(a[k] - b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("reference")
+    result = pretrain(tmp, *TINY, "--output_dir", str(tmp / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "out", result
+
+
+def test_help() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "--resume_from_checkpoint" in result.stdout and "--no_cross_document_attention" in result.stdout
+
+
+def test_run_leaves_a_loadable_model_and_its_report(reference: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, result = reference
+    assert "unigram baseline" in result.stdout and "Sample after 6 steps" in result.stdout and str(out) in result.stdout
+    records = metrics(out)
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if "val_loss" in r] == [3, 6]
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (out / "final" / "README.md").read_text()
+    assert "library_name: transformers" in card and "final validation loss" in card and '"max_steps": 6' in card
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3", "step-6"]
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import gptcore.modeling  # noqa: F401  (registers the architecture)
+
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    assert (out / "final" / "model.safetensors").is_file() and model.config.n_embd == 32
+    ids = tokenizer("Alice", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert model.generate(ids, max_new_tokens=3, do_sample=False).shape == (1, ids.size(1) + 3)
+
+
+def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    with socket.socket() as s:  # a free port: other test runs may hold torchrun's default one
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]  # fmt: skip
+    # Two micro-batches of 2 sequences, one sequence per process each: DDP and gradient accumulation at once.
+    args = [*TINY, "--gradient_accumulation_steps", "2", "--output_dir", str(tmp_path / "out")]
+    result = pretrain(tmp_path, *args, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes (MULTI_CPU" in result.stdout  # really one DDP run, not two separate ones
+    out, _ = reference
+    assert max_difference(curve(tmp_path / "out"), curve(out)) < 1e-4
+
+
+def test_stop_on_sigterm_then_resume_continues_the_identical_curve(
+    reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, str(SCRIPT), *TINY, "--output_dir", str(out)]
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment(tmp_path), cwd=tmp_path)
+        deadline = time.monotonic() + 240
+        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # after the first step: the training loop is running
+        assert proc.wait(timeout=240) == 128 + signal.SIGTERM, (tmp_path / "log.txt").read_text()[-3000:]
+    stopped_at = metrics(out)[-1]["step"]
+    assert stopped_at < 6, "the run finished before the signal arrived"
+    assert (out / "checkpoints" / f"step-{stopped_at}" / "checkpoint_complete.json").is_file()
+
+    result = pretrain(tmp_path, *TINY, "--output_dir", str(out), "--resume_from_checkpoint", "latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at step {stopped_at}" in result.stdout
+    reference_out, _ = reference
+    assert max_difference(curve(out), curve(reference_out)) < 1e-6
+
+
+def test_nonfinite_loss_stops_training(tmp_path: Path) -> None:
+    args = [*TINY, "--learning_rate", "1e30", "--output_dir", str(tmp_path / "out")]
+    result = pretrain(tmp_path, *args)
+    assert result.returncode == 1
+    assert "Stopping: the training loss is nan" in result.stderr and "--skip_nonfinite_steps" in result.stderr
+    skipped = pretrain(tmp_path, *args, "--overwrite_output_dir", "--skip_nonfinite_steps", "--max_steps", "3")
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert [r["skipped"] for r in metrics(tmp_path / "out") if "train_loss" in r] == [False, True, True]
+
+
+def test_refuses_to_mix_runs_in_one_output_dir(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.jsonl").write_text("{}\n")
+    result = pretrain(tmp_path, "--output_dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "is not empty" in result.stderr and "--overwrite_output_dir" in result.stderr
