@@ -85,3 +85,48 @@ def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout:
         [sys.executable, "-c", _BLOCK_GPTCORE + code],
         cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+# --- example scripts (examples/finetune_*.py, evaluate.py, generate.py, estimate.py) -------------------
+
+EXAMPLES = REPO_ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def tiny_gptcore_checkpoint(tmp_path_factory) -> Path:
+    """A folder with a tiny random GPTCoreForCausalLM (GPT-2 vocabulary) and the GPT-2 tokenizer, as a user saves one."""
+    from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+    from gptcore.tokenization import gpt2_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_gptcore")
+    torch.manual_seed(0)
+    config = GPTCoreConfig(n_layer=2, n_head=2, n_embd=32, n_positions=128, vocab_size=50257)
+    GPTCoreForCausalLM(config).save_pretrained(folder)
+    gpt2_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def run_example(script: str, *args: str, cwd: Path | None = None, timeout: int = 300):
+    """Run `python examples/<script> args...` as a user would; fail the test with its output if it fails."""
+    import subprocess
+    import sys
+
+    # One thread: tiny models gain nothing from more, and lose a lot when the machine is busy.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], cwd=cwd or REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def run_example_in_process(script: str, *args: str, monkeypatch) -> None:
+    """Run examples/<script> in this process, as `python examples/<script> args...` would run it, without
+    paying again for starting an interpreter and importing torch and transformers."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # what Python does for `python examples/<script>`
+    runpy.run_path(str(EXAMPLES / script), run_name="__main__")

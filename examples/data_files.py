@@ -1,0 +1,96 @@
+"""Reading the example scripts' data: a local file (text, CSV/TSV, JSON/JSONL) or a Hub dataset, as a
+`datasets.Dataset`, and seeded train/validation/test splits."""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+BUNDLED_DATA = Path(__file__).parent / "data"
+_TEXT_SUFFIXES = (".txt", ".text", ".md")
+_TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
+_JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def load_rows(
+    data_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    column_names: list[str] | None = None,
+) -> Dataset:
+    """Rows of a local file, or of one split of a Hub dataset.
+
+    Text files become one row per paragraph (split at blank lines, column "text"); CSV/TSV files need a
+    header row unless `column_names` names the columns; JSON files hold a list of objects, JSONL one per line.
+    """
+    if (data_file is None) == (dataset_name is None):
+        raise ValueError("pass either a data file or a Hub dataset name (--dataset_name), exactly one of them")
+    if dataset_name is not None:
+        return load_dataset(dataset_name, dataset_config_name, split=split)
+    path = Path(data_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist; pass the path of a .txt, .csv, .tsv, .json or .jsonl file")
+    suffix = path.suffix.lower()
+    if suffix in _TEXT_SUFFIXES:
+        return load_dataset("text", data_files=str(path), sample_by="paragraph", split="train")
+    if suffix in _TABLE_SEPARATORS:
+        separator = _TABLE_SEPARATORS[suffix]
+        options = {"header": None, "names": column_names} if column_names else {}
+        # TSV files carry text verbatim, quote characters included; CSV files quote fields that need it.
+        quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
+        return load_dataset("csv", data_files=str(path), sep=separator, quoting=quoting, split="train", **options)
+    if suffix in _JSON_SUFFIXES:
+        return load_dataset("json", data_files=str(path), split="train")
+    raise ValueError(
+        f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl (records)"
+    )
+
+
+def require_columns(rows: Dataset, columns: list[str], source: str) -> None:
+    missing = [c for c in columns if c not in rows.column_names]
+    if missing:
+        raise ValueError(
+            f"{source} has no column(s) {missing}; its columns are {rows.column_names}. "
+            "Name the right ones with the script's --*_column options"
+        )
+
+
+def split_by_fractions(rows: Dataset, fractions: dict[str, float], seed: int) -> DatasetDict:
+    """Shuffle with `seed`, then cut consecutive pieces of the given fractions (the last takes the rest)."""
+    if any(f <= 0 for f in fractions.values()) or sum(fractions.values()) > 1 + 1e-9:
+        raise ValueError(f"split fractions must be positive and sum to at most 1, got {fractions}")
+    shuffled = rows.shuffle(seed=seed)
+    names = list(fractions)
+    pieces, start = {}, 0
+    for i, name in enumerate(names):
+        end = len(shuffled) if i == len(names) - 1 else start + int(len(shuffled) * fractions[name])
+        if end <= start:
+            raise ValueError(
+                f"{len(rows)} rows are too few for a {name!r} split of {fractions[name]:.0%}; use more data"
+            )
+        pieces[name] = shuffled.select(range(start, end))
+        start = end
+    return DatasetDict(pieces)
+
+
+def split_train_validation_test(rows: Dataset, fractions: str, seed: int) -> DatasetDict:
+    """`fractions` as given on the command line, e.g. "0.7,0.1,0.2" (train, validation, test)."""
+    values = [float(f) for f in fractions.split(",")]
+    if len(values) != 3:
+        raise ValueError(f"--split_fractions needs three numbers (train,validation,test), got {fractions!r}")
+    return split_by_fractions(rows, dict(zip(("train", "validation", "test"), values)), seed)
+
+
+def map_in_memory(rows: Dataset, function: Callable, **map_kwargs) -> Dataset:
+    """`rows.map(function, ...)`, kept in memory and never cached.
+
+    For functions that carry a tokenizer, over data small enough to redo every run: otherwise datasets
+    pickles the whole tokenizer (50k-entry vocabulary and merges) to fingerprint each call, for seconds,
+    only to key a cache these data do not need.
+    """
+    return rows.map(function, keep_in_memory=True, new_fingerprint=uuid.uuid4().hex, **map_kwargs)

@@ -1,0 +1,108 @@
+"""Perplexity of a gptcore checkpoint on a text file or dataset, with a sliding window.
+
+As transformers' "Perplexity of fixed-length models" guide: the whole text is tokenized once; windows of
+`--max_length` tokens advance by `--stride`, and each window scores only the tokens no earlier window
+scored, so every token after the first is predicted exactly once, with at least max_length - stride
+tokens of context (except at the start). stride = max_length gives disjoint windows (fast, pessimistic).
+
+    python examples/evaluate.py --model_name_or_path runs/pretrain/final \
+        --text_file examples/data/corpus/asyoulik.txt --stride 512
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from data_files import load_rows, require_columns
+from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
+from tqdm.auto import tqdm
+
+from gptcore.modeling import GPTCoreForCausalLM
+
+
+@dataclass
+class EvalArguments:
+    text_file: str | None = field(default=None, metadata={"help": "A .txt file (or .csv/.json with --text_column)."})
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset instead, e.g. wikitext."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. wikitext-2-raw-v1."})
+    split: str = field(default="test", metadata={"help": "The Hub dataset's split."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text; rows are joined with blank lines."})
+    max_length: int | None = field(default=None, metadata={"help": "Window length in tokens; default: the model's n_positions."})
+    stride: int | None = field(default=None, metadata={"help": "Tokens the window advances; default: max_length // 2."})
+    max_tokens: int | None = field(default=None, metadata={"help": "Score only the first this many tokens of the text."})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, ... (auto: cuda if available)."})
+    output_json: str | None = field(default=None, metadata={"help": "Also write the figures to this JSON file."})
+
+
+@torch.no_grad()
+def sliding_window_nll(model, input_ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int, int]:
+    """Summed negative log-likelihood (nats) of input_ids[1:], the number of tokens scored, and windows used."""
+    seq_len = input_ids.size(1)
+    nll_sum, scored, windows, previous_end = 0.0, 0, 0, 0
+    for begin in tqdm(range(0, seq_len, stride), desc="Scoring windows"):
+        end = min(begin + max_length, seq_len)
+        new = end - previous_end  # tokens this window scores; the rest of it is context only
+        window = input_ids[:, begin:end].to(model.device)
+        labels = window.clone()
+        labels[:, :-new] = -100
+        # The model shifts labels by one, so the window's first token is never a target.
+        targets = int((labels[:, 1:] != -100).sum())
+        if targets:
+            nll_sum += model(window, labels=labels).loss.item() * targets  # the loss is the mean over targets
+            scored += targets
+            windows += 1
+        previous_end = end
+        if end == seq_len:
+            break
+    return nll_sum, scored, windows
+
+
+def main() -> None:
+    model_args, args = parse_args(ModelArguments, EvalArguments)
+    rows = load_rows(args.text_file, args.dataset_name, args.dataset_config_name, split=args.split)
+    require_columns(rows, [args.text_column], args.text_file or args.dataset_name)
+    tokenizer = load_tokenizer(model_args)
+    model = load_model(GPTCoreForCausalLM, model_args).eval()
+    check_vocab_fits(tokenizer, model.config)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+
+    max_length = args.max_length or model.config.n_positions
+    stride = args.stride or max(1, max_length // 2)
+    if not 2 <= max_length <= model.config.n_positions:
+        raise ValueError(f"--max_length must be in [2, {model.config.n_positions}] (the model's n_positions), got {max_length}")
+    if not 1 <= stride <= max_length:
+        raise ValueError(f"--stride must be in [1, --max_length={max_length}], got {stride}")
+
+    text = "\n\n".join(t for t in rows[args.text_column] if t)
+    input_ids = tokenizer(text, return_tensors="pt", verbose=False).input_ids  # verbose=False: longer than a window is the point
+    if args.max_tokens is not None:
+        input_ids = input_ids[:, : args.max_tokens]
+    if input_ids.size(1) < 2:
+        raise ValueError("the text has fewer than 2 tokens; there is nothing to predict")
+
+    nll_sum, scored, windows = sliding_window_nll(model, input_ids, max_length, stride)
+    result = {
+        "perplexity": math.exp(nll_sum / scored),
+        "nll_per_token": nll_sum / scored,
+        "tokens": input_ids.size(1),
+        "tokens_scored": scored,
+        "windows": windows,
+        "max_length": max_length,
+        "stride": stride,
+    }
+    print(
+        f"perplexity {result['perplexity']:.3f} ({result['nll_per_token']:.4f} nats/token) over {scored} tokens, "
+        f"{windows} windows of {max_length} tokens, stride {stride}"
+    )
+    if args.output_json:
+        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output_json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Which checkpoint and tokenizer an example script starts from: the shared arguments and their loading."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedTokenizerBase
+
+from gptcore.modeling import GPTCoreConfig, GPTCorePreTrainedModel
+from gptcore.tokenization import gpt2_tokenizer
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_OUTPUT = "runs/pretrain/final"  # where examples/pretrain.py writes its final checkpoint
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+M = TypeVar("M", bound=GPTCorePreTrainedModel)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A gptcore or transformers GPT-2 checkpoint: a folder (e.g. examples/pretrain.py's "
+            f"{PRETRAIN_OUTPUT}) or a Hub id. Other layouts (nanoGPT, OpenAI TF, ...): convert first with "
+            "`python -m gptcore.conversion`."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Without --model_name_or_path: start from random weights, GPT-2 small's config with these "
+            "fields changed, e.g. 'n_layer=2,n_head=2,n_embd=64'. Useful for smoke tests, not for results."
+        },
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer folder or Hub id. Default: the checkpoint's own tokenizer, else gptcore's bundled GPT-2 one."
+        },
+    )
+
+
+def parse_args(*dataclass_types: type) -> tuple[Any, ...]:
+    """Parse the command line into the given dataclasses (`script.py config.json` reads them from a file)."""
+    parser = HfArgumentParser(dataclass_types)
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        return parser.parse_json_file(json_file=sys.argv[1])
+    return parser.parse_args_into_dataclasses()
+
+
+def parse_config_overrides(text: str) -> dict[str, Any]:
+    """'n_layer=2,activation_function=gelu_new' -> {'n_layer': 2, 'activation_function': 'gelu_new'}."""
+    known = GPTCoreConfig().to_dict()
+    fields: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise ValueError(f"--config_overrides needs comma-separated key=value pairs, got {item!r} in {text!r}")
+        if key not in known:
+            raise ValueError(f"--config_overrides: {key!r} is not a GPTCoreConfig field; use GPT-2's names (n_layer, n_embd, ...)")
+        words = {"true": True, "false": False, "none": None, "null": None}
+        if value.lower() in words:
+            fields[key] = words[value.lower()]
+            continue
+        try:
+            fields[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            fields[key] = value  # a plain string such as gelu_new
+    return fields
+
+
+def _missing_checkpoint(path: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"no checkpoint at {path!r}: pass --model_name_or_path a folder with config.json and weights "
+        f"(examples/pretrain.py writes {PRETRAIN_OUTPUT}; other layouts convert with `python -m gptcore.conversion`), "
+        "or --config_overrides to start from random weights"
+    )
+
+
+def load_config(args: ModelArguments, **config_kwargs: Any) -> GPTCoreConfig:
+    """The checkpoint's config, or (with --config_overrides only) a fresh one, with `config_kwargs` applied."""
+    if args.model_name_or_path and args.config_overrides:
+        raise ValueError("pass --model_name_or_path or --config_overrides, not both (overrides are for random init)")
+    if args.config_overrides:
+        return GPTCoreConfig(**{**parse_config_overrides(args.config_overrides), **config_kwargs})
+    if not args.model_name_or_path:
+        raise ValueError(
+            f"pass --model_name_or_path (e.g. {PRETRAIN_OUTPUT}, written by examples/pretrain.py), "
+            "or --config_overrides 'n_layer=2,n_head=2,n_embd=64' to start from random weights"
+        )
+    try:
+        return GPTCoreConfig.from_pretrained(args.model_name_or_path, **config_kwargs)
+    except OSError:
+        raise _missing_checkpoint(args.model_name_or_path) from None
+
+
+def load_model(model_class: type[M], args: ModelArguments, **config_kwargs: Any) -> M:
+    """`model_class` from the checkpoint (gptcore or transformers GPT-2 layout), or randomly initialised."""
+    config = load_config(args, **config_kwargs)
+    if args.config_overrides:
+        logger.warning("starting from RANDOM weights (%s): results are only a smoke test", args.config_overrides)
+        return model_class(config)
+    try:
+        return model_class.from_pretrained(args.model_name_or_path, **config_kwargs)
+    except OSError:
+        raise _missing_checkpoint(args.model_name_or_path) from None
+
+
+def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
+    """The named tokenizer, else the checkpoint's, else gptcore's bundled GPT-2 tokenizer (with a warning)."""
+    source = args.tokenizer_name_or_path
+    if source is None and args.model_name_or_path:
+        folder = Path(args.model_name_or_path)
+        if not folder.is_dir() or any((folder / name).is_file() for name in _TOKENIZER_FILES):
+            source = args.model_name_or_path
+    if source is None:
+        if args.model_name_or_path:
+            logger.warning("%s has no tokenizer files; using gptcore's bundled GPT-2 tokenizer", args.model_name_or_path)
+        return gpt2_tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError:
+        if source == args.model_name_or_path:
+            raise _missing_checkpoint(source) from None
+        raise FileNotFoundError(f"no tokenizer at {source!r}; pass --tokenizer_name_or_path a tokenizer folder") from None
+
+
+def check_vocab_fits(tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}; "
+            "pass the tokenizer the checkpoint was trained with (--tokenizer_name_or_path)"
+        )
