@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 
 BUNDLED_DATA = Path(__file__).parent / "data"
 _TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -36,19 +39,68 @@ def load_rows(
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist; pass the path of a .txt, .csv, .tsv, .json or .jsonl file")
     suffix = path.suffix.lower()
-    if suffix in _TEXT_SUFFIXES:
-        return load_dataset("text", data_files=str(path), sample_by="paragraph", split="train")
-    if suffix in _TABLE_SEPARATORS:
-        separator = _TABLE_SEPARATORS[suffix]
-        options = {"header": None, "names": column_names} if column_names else {}
-        # TSV files carry text verbatim, quote characters included; CSV files quote fields that need it.
-        quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
-        return load_dataset("csv", data_files=str(path), sep=separator, quoting=quoting, split="train", **options)
+    if suffix not in (*_TEXT_SUFFIXES, *_TABLE_SEPARATORS, *_JSON_SUFFIXES):
+        raise ValueError(
+            f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl (records)"
+        )
+    if not path.read_bytes().strip():
+        raise ValueError(f"data file {path} is empty; pass a file with data in it")
     if suffix in _JSON_SUFFIXES:
-        return load_dataset("json", data_files=str(path), split="train")
-    raise ValueError(
-        f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl (records)"
-    )
+        check_json(path)  # datasets' own error names neither the file's line nor what is wrong there
+    if suffix in _TABLE_SEPARATORS and not column_names and len(path.read_bytes().strip().splitlines()) < 2:
+        raise ValueError(f"data file {path} holds a header row and no data; pass a file with data in it")
+    try:
+        if suffix in _TEXT_SUFFIXES:
+            rows = load_dataset("text", data_files=str(path), sample_by="paragraph", split="train")
+        elif suffix in _TABLE_SEPARATORS:
+            separator = _TABLE_SEPARATORS[suffix]
+            options = {"header": None, "names": column_names} if column_names else {}
+            # TSV files carry text verbatim, quote characters included; CSV files quote fields that need it.
+            quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
+            rows = load_dataset("csv", data_files=str(path), sep=separator, quoting=quoting, split="train", **options)
+        else:
+            rows = load_dataset("json", data_files=str(path), split="train")
+    except (DatasetGenerationError, ValueError) as err:
+        cause = err.__cause__ or err
+        raise ValueError(f"cannot read {path} as a {suffix} file ({type(cause).__name__}: {cause}); fix the file or convert it") from err
+    if len(rows) == 0:
+        raise ValueError(f"data file {path} holds no rows (only a header?); pass a file with data in it")
+    return rows
+
+
+def check_json(path: Path) -> None:
+    """Raise a ValueError naming where `path` is neither one JSON document of records nor JSON Lines of records."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() == ".json":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as err:
+            if text.lstrip().startswith("["):  # meant as one array of records
+                raise ValueError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); fix the file") from None
+            document = None  # perhaps JSON Lines in a .json file: checked line by line below
+        if isinstance(document, dict):  # one object (a record, or columns of values): datasets reads those
+            return
+        if document is not None:
+            if not isinstance(document, list):
+                raise ValueError(f"{path}: expected a JSON array of objects (records), got {type(document).__name__}")
+            check_records(path, ((f"record {i}", record) for i, record in enumerate(document)))
+            return
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append((f"line {number}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {number}: not valid JSON ({err.msg}); a JSON Lines file holds one complete object per line"
+                ) from None
+    check_records(path, records)
+
+
+def check_records(path: Path, records: Iterable[tuple[str, Any]]) -> None:
+    for where, record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, {where}: expected a JSON object (a record with named fields), got {type(record).__name__}")
 
 
 def require_columns(rows: Dataset, columns: list[str], source: str) -> None:

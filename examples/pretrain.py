@@ -17,6 +17,7 @@ global batch, so 1 and N processes follow the same loss curve.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import shutil
@@ -73,6 +74,8 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
             f"each micro-batch (--batch_size / --gradient_accumulation_steps = {args.batch_size // args.gradient_accumulation_steps} "
             f"sequences) is split across the {accelerator.num_processes} processes and must be a multiple of that number"
         )
+    # save_state stores the tied lm_head.weight once (it is wte.weight) and warns that it did; loading re-ties it.
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     if not accelerator.is_local_main_process:
         datasets.disable_progress_bars()
         transformers.logging.set_verbosity_error()
@@ -106,15 +109,15 @@ def prepare_data(args: argparse.Namespace, accelerator: Accelerator, tokenizer: 
     started = time.perf_counter()
     workers = args.preprocessing_num_workers
 
-    def blocks(text: Any) -> Any:
-        return pack_into_blocks(tokenize_documents(text, tokenizer, args.text_column, workers), args.block_size, workers)
+    def blocks(text: Any, what: str) -> Any:
+        return pack_into_blocks(tokenize_documents(text, tokenizer, args.text_column, workers), args.block_size, workers, what)
 
     with accelerator.main_process_first():  # the main process tokenizes; the others read datasets' cache
         train_text, val_text = load_text_datasets(
             args.train_files, args.validation_files, args.dataset_name, args.dataset_config_name,
             args.text_column, args.sample_by, args.streaming,
         )  # fmt: skip
-        train, val = blocks(train_text), blocks(val_text) if val_text is not None else None
+        train, val = blocks(train_text, "training"), blocks(val_text, "validation") if val_text is not None else None
         train, val = split_validation(train, val, args.validation_split_percentage, args.max_eval_samples, args.seed)
     micro_batch = args.batch_size // args.gradient_accumulation_steps
     streamed = isinstance(train, datasets.IterableDataset)
@@ -188,7 +191,9 @@ def evaluate(model: nn.Module, loader: DataLoader, accelerator: Accelerator, arg
     for batch in loader:
         input_ids = batch["input_ids"]
         logits = model(input_ids=input_ids, position_ids=position_ids_for(input_ids, args, eos), use_cache=False).logits
-        per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
+        targets = input_ids[:, 1:]
+        # Flattened to (tokens, vocab): cross_entropy runs ~2x faster on that layout than on (batch, vocab, T).
+        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
         # Per-sequence sums, gathered without the repeats accelerate adds to even out the last batch.
         sums, counts = accelerator.gather_for_metrics((per_token.sum(1), torch.full_like(per_token[:, 0], per_token.size(1))))
         total, count = total + sums.sum().item(), count + int(counts.sum().item())

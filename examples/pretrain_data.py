@@ -48,6 +48,8 @@ def load_text_datasets(
             for path in files:
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"text file {path} does not exist; pass existing files to --train_files/--validation_files")
+                if not Path(path).read_bytes().strip():
+                    raise ValueError(f"text file {path} is empty; pass files with text in them")
         # keep_linebreaks: verse and plays are mostly line breaks; the model should learn them too.
         raw = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True, streaming=streaming)
         train, validation = raw["train"], raw.get("validation")
@@ -75,9 +77,11 @@ def tokenize_documents(
     return dataset.map(tokenize, **kwargs)
 
 
-def pack_into_blocks(dataset: Dataset | IterableDataset, block_size: int, num_proc: int | None) -> Dataset | IterableDataset:
+def pack_into_blocks(
+    dataset: Dataset | IterableDataset, block_size: int, num_proc: int | None, what: str = "training"
+) -> Dataset | IterableDataset:
     """Concatenate the documents and cut the stream into `block_size` blocks (the tail that does not fill
-    a block is dropped, once per 1000 documents)."""
+    a block is dropped, once per 1000 documents). `what` names the data in the error for too little text."""
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
         stream = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in batch["input_ids"]] or [np.zeros(0, np.int64)])
@@ -85,9 +89,12 @@ def pack_into_blocks(dataset: Dataset | IterableDataset, block_size: int, num_pr
         return {"input_ids": stream[: n_blocks * block_size].reshape(n_blocks, block_size).tolist()}
 
     kwargs: dict[str, Any] = {"batched": True, "remove_columns": ["input_ids"]}
-    if isinstance(dataset, Dataset):
-        kwargs.update(num_proc=num_proc, desc=f"Packing into blocks of {block_size}")
-    return dataset.map(pack, **kwargs)
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(pack, **kwargs)
+    blocks = dataset.map(pack, num_proc=num_proc, desc=f"Packing into blocks of {block_size}", **kwargs)
+    if len(blocks) == 0:
+        raise ValueError(f"the {what} text is shorter than one block of {block_size} tokens; add text or lower --block_size")
+    return blocks
 
 
 def split_validation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,26 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Forget records past `step`: a run resumed from an earlier checkpoint writes them again."""
+        """Forget records past `step`: a run resumed from an earlier checkpoint writes them again.
+
+        Rewritten through a temporary file and a rename, so a crash here loses nothing."""
         if self.enabled and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [json.dumps(r) + "\n" for r in self.records() if r["step"] <= step]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
 
     def records(self) -> list[dict[str, Any]]:
+        """The complete records; a line cut short by a kill mid-write is skipped."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        found = []
+        for line in self.path.read_text().splitlines():
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return found
 
 
 def plot_loss_curve(records: list[dict[str, Any]], path: Path, unigram_baseline: float | None) -> None:

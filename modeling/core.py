@@ -96,7 +96,11 @@ def eager_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(Q K^T / sqrt(d) + mask) V, written out; returns the attention weights too."""
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, H, Tq, Tk)
+    # Scores and softmax in fp32 even for fp16/bf16 inputs: q.k overflows fp16's range (65504) long before
+    # the model is broken, and bf16's 8-bit mantissa blurs attention weights (the fused kernels do the same).
+    upcast = query.dtype in (torch.float16, torch.bfloat16)
+    q, k = (query.float(), key.float()) if upcast else (query, key)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, H, Tq, Tk)
     if attention_mask is None:
         attention_mask = causal_mask(query.size(-2), key.size(-2), query.device)
     if attention_mask.dtype == torch.bool:
@@ -421,10 +425,12 @@ def _slice_width(vocab: int, n: int) -> int:
 
 
 def lm_head_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """`F.linear(x, weight)` for the language-model head, computed on CPU as `(weight @ x.T).T`: the same
-    product, but MKL runs it up to ~2.5x faster with the long vocabulary axis first (a decode step's
-    (batch, n_embd) x (n_embd, 50257) product above all). Returned contiguous, like F.linear's result."""
-    if x.device.type != "cpu":
+    """`F.linear(x, weight)` for the language-model head, computed on CPU as `(weight @ x.T).T` for few
+    rows: the same product, but MKL runs it up to ~3x faster with the long vocabulary axis first (a decode
+    step's (batch, n_embd) x (n_embd, 50257) product above all). Returned contiguous, like F.linear's result;
+    for many rows that copy costs more than the faster product gains, so those go through F.linear."""
+    rows = x.numel() // x.size(-1)
+    if x.device.type != "cpu" or rows > x.size(-1) // 2:  # the crossover, measured at n_embd 128 to 768
         return F.linear(x, weight)
     logits_t = weight @ x.reshape(-1, x.size(-1)).t()  # (V, N)
     return logits_t.t().contiguous().view(*x.shape[:-1], weight.size(0))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,19 +109,38 @@ def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subpr
     assert max_difference(curve(tmp_path / "out"), curve(out)) < 1e-4
 
 
+def start(tmp: Path, log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "w") as f:  # the child keeps its own copy of the file descriptor
+        return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=f, stderr=subprocess.STDOUT, env=environment(tmp), cwd=tmp)
+
+
+def wait_until(proc: subprocess.Popen, log: Path, condition: Callable[[], bool], poll_s: float = 0.05) -> None:
+    deadline = time.monotonic() + 240
+    while not condition():
+        assert proc.poll() is None, f"the run ended before the point the test waits for:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(poll_s)
+
+
+def steps_done(output_dir: Path) -> int:
+    """The last step in metrics.jsonl (a line cut short by a kill is skipped)."""
+    path, steps = output_dir / "metrics.jsonl", [0]
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            steps.append(json.loads(line)["step"])
+        except json.JSONDecodeError:
+            pass
+    return max(steps)
+
+
 def test_stop_on_sigterm_then_resume_continues_the_identical_curve(
     reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
-    command = [sys.executable, str(SCRIPT), *TINY, "--output_dir", str(out)]
-    with open(tmp_path / "log.txt", "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment(tmp_path), cwd=tmp_path)
-        deadline = time.monotonic() + 240
-        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log.txt").read_text()[-3000:]
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)  # after the first step: the training loop is running
-        assert proc.wait(timeout=240) == 128 + signal.SIGTERM, (tmp_path / "log.txt").read_text()[-3000:]
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    proc = start(tmp_path, log, *TINY, "--output_dir", str(out))
+    wait_until(proc, log, lambda: steps_done(out) >= 1)  # the training loop is running
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=240) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     stopped_at = metrics(out)[-1]["step"]
     assert stopped_at < 6, "the run finished before the signal arrived"
     assert (out / "checkpoints" / f"step-{stopped_at}" / "checkpoint_complete.json").is_file()
@@ -147,3 +168,45 @@ def test_refuses_to_mix_runs_in_one_output_dir(tmp_path: Path) -> None:
     result = pretrain(tmp_path, "--output_dir", str(tmp_path / "out"))
     assert result.returncode != 0
     assert "is not empty" in result.stderr and "--overwrite_output_dir" in result.stderr
+
+
+def test_sigkill_at_random_points_then_resume_continues_the_identical_curve(
+    reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """Killed with no chance to clean up (mid-checkpoint-write, mid-training, mid-startup) and resumed each
+    time: only complete checkpoints are ever resumed from, and the curve is the uninterrupted one."""
+    out, checkpoints = tmp_path / "out", tmp_path / "out" / "checkpoints"
+    args = [*TINY, "--save_steps", "1", "--output_dir", str(out)]  # a checkpoint every step: many writes to hit
+    rng = random.Random(1234)
+
+    def writing_a_checkpoint() -> bool:
+        return checkpoints.is_dir() and any(name.startswith(".tmp-step-") for name in os.listdir(checkpoints))
+
+    # (where, when to kill: a condition on the run's log, then a random delay in seconds)
+    kill_points = [
+        ("while writing a checkpoint, with an older one complete", lambda log: steps_done(out) >= 2 and writing_a_checkpoint(), 0.0),
+        ("while training, soon after resuming", lambda log: "Resumed from" in log.read_text(), rng.uniform(0.0, 0.5)),
+        ("while starting up or loading the checkpoint", lambda log: True, rng.uniform(0.5, 3.0)),
+    ]
+    for i, (where, condition, delay) in enumerate(kill_points):
+        complete_before = [p.name for p in sorted(checkpoints.glob("step-*"))] if checkpoints.is_dir() else []
+        log = tmp_path / f"log-{i}.txt"
+        proc = start(tmp_path, log, *args, *(["--resume_from_checkpoint", "latest"] if i else []))
+        wait_until(proc, log, lambda: condition(log), poll_s=0.001)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, f"{where}: {log.read_text()[-3000:]}"
+        if i == 0:
+            assert writing_a_checkpoint() and (checkpoints / "step-1" / "checkpoint_complete.json").is_file(), where
+        text = log.read_text()
+        if "Resumed from" in text:  # only ever from the newest checkpoint that was complete when this run started
+            assert complete_before and Path(text.split("Resumed from ")[1].split()[0]).name == complete_before[-1], where
+        for folder in checkpoints.glob("step-*"):  # every checkpoint a later run may pick is complete
+            assert (folder / "checkpoint_complete.json").is_file(), f"{folder} has no marker after a kill {where}"
+
+    result = pretrain(tmp_path, *args, "--resume_from_checkpoint", "latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resumed from" in result.stdout
+    reference_out, _ = reference
+    assert max_difference(curve(out), curve(reference_out)) < 1e-6
+    assert not list(checkpoints.glob(".tmp-step-*")), "leftovers of the interrupted writes were not cleaned up"
