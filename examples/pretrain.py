@@ -36,7 +36,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from model_args import load_tokenizer
 from pretrain_args import DATA_ORDER_ARGS, parse_args
-from pretrain_checkpoints import StopOnSignal, TrainingProgress, resolve_checkpoint, save_checkpoint
+from pretrain_checkpoints import StopOnSignal, TrainingProgress, load_checkpoint, resolve_checkpoint, save_checkpoint
 from pretrain_data import (
     document_position_ids,
     load_text_datasets,
@@ -241,13 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, train_loader, eval_loader, scheduler
     )
     progress = TrainingProgress({name: getattr(args, name) for name in DATA_ORDER_ARGS})
-    accelerator.register_for_checkpointing(progress)
     if args.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
         if checkpoint is None:
             log(f"No complete checkpoint in {checkpoints_dir}: starting from scratch")
         else:
-            accelerator.load_state(str(checkpoint))
+            load_checkpoint(accelerator, checkpoint, progress)
             log(f"Resumed from {checkpoint} at step {progress.step}")
     metrics = MetricsLog(output_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
     metrics.truncate_after(progress.step)
@@ -307,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 if accelerator.is_local_main_process:
                     bar.write(f"step {progress.step}: validation loss {val_loss:.3f} (perplexity {math.exp(val_loss):.1f}); sample: {sample!r}")
             if (args.save_steps and progress.step % args.save_steps == 0) or (stop_requested and last_save_step != progress.step):
-                save_checkpoint(accelerator, checkpoints_dir, progress.step, args.save_total_limit)
+                save_checkpoint(accelerator, checkpoints_dir, progress, args.save_total_limit)
                 last_save_step = progress.step
             if stop_requested:
                 bar.close()

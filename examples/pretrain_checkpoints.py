@@ -3,6 +3,10 @@
 A checkpoint is `accelerator.save_state` into `checkpoints/.tmp-step-N`, then a marker file written last,
 then a rename to `checkpoints/step-N`. A folder without the marker (a crash mid-write) is never resumed
 from, and the previous checkpoint is deleted only once the new one is complete.
+
+Where training stands is saved as JSON beside accelerate's files, not through `register_for_checkpointing`:
+accelerate unpickles registered objects with `weights_only=False`, which would run code from a tampered
+checkpoint; everything else in the folder it reads with `weights_only=True` or as safetensors.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any
 from accelerate import Accelerator
 
 COMPLETE_MARKER = "checkpoint_complete.json"
+PROGRESS_FILE = "training_progress.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
 class TrainingProgress:
-    """Where training stands: saved in every checkpoint through `accelerator.register_for_checkpointing`.
+    """Where training stands: saved in every checkpoint as PROGRESS_FILE.
 
     `run_settings` are the arguments that fix the data order; resuming with different ones would not
     continue the same run, so `load_state_dict` refuses it.
@@ -83,8 +88,18 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> Path | None:
     return path
 
 
-def save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, step: int, keep: int) -> Path:
-    """Save the full training state as `checkpoints_dir/step-{step}`; keep the newest `keep` checkpoints."""
+def load_checkpoint(accelerator: Accelerator, path: Path, progress: TrainingProgress) -> None:
+    """Restore model, optimizer, scheduler, RNG and data position from a complete checkpoint folder."""
+    progress_file = path / PROGRESS_FILE
+    if not progress_file.is_file():
+        raise ValueError(f"{path} has no {PROGRESS_FILE}: it is not a checkpoint of examples/pretrain.py")
+    progress.load_state_dict(json.loads(progress_file.read_text()))  # refuses other data settings before loading
+    accelerator.load_state(str(path))
+
+
+def save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, progress: TrainingProgress, keep: int) -> Path:
+    """Save the full training state as `checkpoints_dir/step-{progress.step}`; keep the newest `keep` checkpoints."""
+    step = progress.step
     tmp, final = checkpoints_dir / f".tmp-step-{step}", checkpoints_dir / f"step-{step}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -93,6 +108,7 @@ def save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, step: int, 
     accelerator.save_state(str(tmp))  # every process writes its part (random states, FSDP shards)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        (tmp / PROGRESS_FILE).write_text(json.dumps(progress.state_dict()))
         with open(tmp / COMPLETE_MARKER, "w") as f:
             json.dump({"step": step}, f)
             f.flush()

@@ -143,7 +143,11 @@ def test_stop_on_sigterm_then_resume_continues_the_identical_curve(
     assert proc.wait(timeout=240) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     stopped_at = metrics(out)[-1]["step"]
     assert stopped_at < 6, "the run finished before the signal arrived"
-    assert (out / "checkpoints" / f"step-{stopped_at}" / "checkpoint_complete.json").is_file()
+    saved = out / "checkpoints" / f"step-{stopped_at}"
+    assert (saved / "checkpoint_complete.json").is_file()
+    # Where training stands is JSON: accelerate would unpickle registered objects with weights_only=False.
+    assert json.loads((saved / "training_progress.json").read_text())["step"] == stopped_at
+    assert not list(saved.glob("custom_checkpoint_*"))
 
     result = pretrain(tmp_path, *TINY, "--output_dir", str(out), "--resume_from_checkpoint", "latest")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -107,13 +108,14 @@ def test_latest_is_the_newest_complete_checkpoint(tmp_path: Path) -> None:
 
 
 def test_resuming_with_other_data_settings_is_refused() -> None:
-    saved = TrainingProgress({"seed": 1, "batch_size": 8})
+    saved = TrainingProgress({"seed": 1, "batch_size": 8, "train_files": ["a.txt"]})
     saved.step = 5
-    resumed = TrainingProgress({"seed": 1, "batch_size": 16})
+    state = json.loads(json.dumps(saved.state_dict()))  # as a checkpoint keeps it
+    resumed = TrainingProgress({"seed": 1, "batch_size": 16, "train_files": ["a.txt"]})
     with pytest.raises(ValueError, match="--batch_size was 8, now 16"):
-        resumed.load_state_dict(saved.state_dict())
-    same = TrainingProgress({"seed": 1, "batch_size": 8})
-    same.load_state_dict(saved.state_dict())
+        resumed.load_state_dict(state)
+    same = TrainingProgress({"seed": 1, "batch_size": 8, "train_files": ["a.txt"]})
+    same.load_state_dict(state)
     assert same.step == 5
 
 
