@@ -68,3 +68,19 @@ def test_generate_past_n_positions(model):
 def test_bad_inputs_are_refused(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         model(**kwargs)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_an_all_padding_row_leaves_the_other_rows_alone(attn_implementation):
+    """A batch row with no real token (attention_mask all 0) is not an error for a causal LM, as in
+    transformers: it gives finite logits, and the real rows are what they would be on their own."""
+    torch.manual_seed(0)
+    config = GPTCoreConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, attn_implementation=attn_implementation)
+    model = GPTCoreForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (2, 6))
+    mask = torch.tensor([[1] * 6, [0] * 6])
+    with torch.no_grad():
+        batch = model(ids, attention_mask=mask).logits
+        alone = model(ids[:1]).logits
+    assert torch.isfinite(batch).all()
+    torch.testing.assert_close(batch[:1], alone, atol=1e-6, rtol=0)
