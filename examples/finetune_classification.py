@@ -20,7 +20,7 @@ import numpy as np
 from data_files import BUNDLED_DATA, load_rows, map_in_memory, require_columns, split_train_validation_test
 from datasets import ClassLabel, Dataset, DatasetDict
 from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
-from trainer_runs import setup_logging, train_and_evaluate
+from trainer_runs import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
 from transformers import DataCollatorWithPadding, EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from gptcore.modeling import GPTCoreForSequenceClassification
@@ -116,8 +116,9 @@ def freeze_all_but_last_block(model: GPTCoreForSequenceClassification) -> None:
 
 
 def main() -> None:
-    model_args, data, training_args = parse_args(ModelArguments, DataArguments, TrainingArguments)
+    model_args, data, training_args, output_args = parse_args(ModelArguments, DataArguments, TrainingArguments, OutputArguments)
     setup_logging(training_args)
+    check_output_dir(training_args, output_args)
     set_seed(training_args.seed)
 
     splits = load_splits(data, training_args.seed)

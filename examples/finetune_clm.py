@@ -18,7 +18,7 @@ from itertools import chain
 
 from data_files import load_rows, require_columns
 from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
-from trainer_runs import setup_logging, train_and_evaluate
+from trainer_runs import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
 from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM
@@ -77,8 +77,9 @@ def to_blocks(rows, tokenizer, data: DataArguments, block_size: int, what: str):
 
 
 def main() -> None:
-    model_args, data, training_args = parse_args(ModelArguments, DataArguments, TrainingArguments)
+    model_args, data, training_args, output_args = parse_args(ModelArguments, DataArguments, TrainingArguments, OutputArguments)
     setup_logging(training_args)
+    check_output_dir(training_args, output_args)
     set_seed(training_args.seed)
 
     tokenizer = load_tokenizer(model_args)

@@ -25,7 +25,7 @@ from data_files import BUNDLED_DATA, load_rows, map_in_memory, require_columns, 
 from datasets import Dataset, DatasetDict
 from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
 from tqdm.auto import tqdm
-from trainer_runs import setup_logging, train_and_evaluate
+from trainer_runs import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM
@@ -156,8 +156,11 @@ def answer(model, tokenizer, records: Dataset, max_new_tokens: int, batch_size: 
 
 
 def main() -> None:
-    model_args, data, lora_args, training_args = parse_args(ModelArguments, DataArguments, LoraArguments, TrainingArguments)
+    model_args, data, lora_args, training_args, output_args = parse_args(
+        ModelArguments, DataArguments, LoraArguments, TrainingArguments, OutputArguments
+    )
     setup_logging(training_args)
+    check_output_dir(training_args, output_args)
     set_seed(training_args.seed)
 
     splits = load_splits(data, training_args.seed)

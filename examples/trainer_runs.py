@@ -6,11 +6,30 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
 import transformers
 from transformers import Trainer, TrainingArguments
+
+
+@dataclass
+class OutputArguments:
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into a non-empty --output_dir, replacing what an earlier run left there."}
+    )
+
+
+def check_output_dir(args: TrainingArguments, output: OutputArguments) -> None:
+    """Refuse to mix two runs in one --output_dir (Trainer would write over the earlier run's files)."""
+    folder = Path(args.output_dir)
+    if folder.is_dir() and any(folder.iterdir()) and not args.resume_from_checkpoint and not output.overwrite_output_dir:
+        raise ValueError(
+            f"output directory {folder} is not empty; pass --overwrite_output_dir to write into it anyway, "
+            "--resume_from_checkpoint to continue the run there, or another --output_dir"
+        )
 
 
 def setup_logging(args: TrainingArguments) -> None:

@@ -7,7 +7,7 @@ do not pay for starting an interpreter each.
 from __future__ import annotations
 
 import pytest
-from conftest import run_example_in_process
+from conftest import EXAMPLES, run_example_in_process
 
 SCRIPTS = ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py", "evaluate.py", "generate.py", "estimate.py"]
 
@@ -41,3 +41,23 @@ def test_missing_data_file_is_named(tiny_gptcore_checkpoint, tmp_path, monkeypat
     missing = tmp_path / "nope.txt"
     with pytest.raises(FileNotFoundError, match=f"data file {missing} does not exist"):
         run_example_in_process("evaluate.py", "--model_name_or_path", str(tiny_gptcore_checkpoint), "--text_file", str(missing), monkeypatch=monkeypatch)
+
+
+@pytest.mark.parametrize("script", ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py"])
+def test_non_empty_output_dir_is_refused_unless_overwrite(script, tiny_gptcore_checkpoint, tmp_path, monkeypatch):
+    (tmp_path / "earlier_run.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"output directory {tmp_path} is not empty; pass --overwrite_output_dir"):
+        run_example_in_process(script, "--model_name_or_path", str(tiny_gptcore_checkpoint), "--output_dir", str(tmp_path), monkeypatch=monkeypatch)
+    assert [p.name for p in tmp_path.iterdir()] == ["earlier_run.json"]  # nothing written, nothing deleted
+
+
+def test_overwrite_output_dir_or_resuming_lets_a_run_use_a_non_empty_dir(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from transformers import TrainingArguments
+    from trainer_runs import OutputArguments, check_output_dir
+
+    (tmp_path / "checkpoint-10").mkdir()
+    check_output_dir(TrainingArguments(output_dir=str(tmp_path)), OutputArguments(overwrite_output_dir=True))
+    check_output_dir(TrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "checkpoint-10")), OutputArguments())
+    with pytest.raises(ValueError, match="is not empty"):
+        check_output_dir(TrainingArguments(output_dir=str(tmp_path)), OutputArguments())
