@@ -5,7 +5,7 @@ Language Model (From Scratch)* does: duplicates dropped, classes balanced by und
 seeded 70/10/20 train/validation/test split. Reports accuracy and F1 on the test split.
 
     python examples/finetune_classification.py --model_name_or_path runs/pretrain/final \
-        --output_dir runs/spam --num_train_epochs 3 --per_device_train_batch_size 8 --learning_rate 5e-5
+        --output_dir runs/spam --num_train_epochs 3 --per_device_train_batch_size 8 --learning_rate 5e-4
 
 `--train_last_block_only` trains just the last transformer block, the final LayerNorm and the new head,
 as the book does. Any labeled CSV/TSV (`--data_file`, `--text_column`, `--label_column`; separate
