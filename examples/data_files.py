@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,13 @@ def load_rows(
         raise ValueError(
             f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl (records)"
         )
-    if not path.read_bytes().strip():
+    lines = non_blank_lines(path)
+    if next(lines, None) is None:
         raise ValueError(f"data file {path} is empty; pass a file with data in it")
+    if suffix in _TABLE_SEPARATORS and not column_names and next(lines, None) is None:
+        raise ValueError(f"data file {path} holds a header row and no data; pass a file with data in it")
     if suffix in _JSON_SUFFIXES:
         check_json(path)  # datasets' own error names neither the file's line nor what is wrong there
-    if suffix in _TABLE_SEPARATORS and not column_names and len(path.read_bytes().strip().splitlines()) < 2:
-        raise ValueError(f"data file {path} holds a header row and no data; pass a file with data in it")
     try:
         if suffix in _TEXT_SUFFIXES:
             rows = load_dataset("text", data_files=str(path), sample_by="paragraph", split="train")
@@ -64,8 +65,15 @@ def load_rows(
         cause = err.__cause__ or err
         raise ValueError(f"cannot read {path} as a {suffix} file ({type(cause).__name__}: {cause}); fix the file or convert it") from err
     if len(rows) == 0:
-        raise ValueError(f"data file {path} holds no rows (only a header?); pass a file with data in it")
+        raise ValueError(f"data file {path} holds no rows; pass a file with data in it")
     return rows
+
+
+def non_blank_lines(path: Path) -> Iterator[bytes]:
+    """The lines of `path` that hold more than whitespace, read lazily: checking that a corpus of
+    gigabytes is not empty reads its first lines only."""
+    with open(path, "rb") as f:
+        yield from (line for line in f if line.strip())
 
 
 def check_json(path: Path) -> None:

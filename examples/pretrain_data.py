@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+from data_files import non_blank_lines
 from datasets import Dataset, IterableDataset, load_dataset
 
 BUNDLED_CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
@@ -48,7 +49,7 @@ def load_text_datasets(
             for path in files:
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"text file {path} does not exist; pass existing files to --train_files/--validation_files")
-                if not Path(path).read_bytes().strip():
+                if next(non_blank_lines(Path(path)), None) is None:
                     raise ValueError(f"text file {path} is empty; pass files with text in them")
         # keep_linebreaks: verse and plays are mostly line breaks; the model should learn them too.
         raw = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True, streaming=streaming)
