@@ -8,7 +8,6 @@ the folder) is the same for all formats and lives in `convert.py`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,8 +16,8 @@ from transformers import GenerationConfig
 
 from gptcore.modeling import GPTCoreConfig
 from gptcore.modeling.gpt2_checkpoint import HF_GPT2_RULES
-from gptcore.modeling.modeling_gptcore import expected_shapes
-from gptcore.modeling.weight_mapping import Rule, apply_rules, check_shapes
+from gptcore.modeling.gpt2_checkpoint import expected_shapes
+from gptcore.modeling.weight_mapping import Rule, apply_rules, check_shapes, head_is_tied  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +90,6 @@ def as_state_dict(obj: object, description: str) -> dict[str, torch.Tensor]:
     return {name.removeprefix("_orig_mod."): tensor for name, tensor in obj.items()}
 
 
-def head_is_tied(state_dict: Mapping[str, torch.Tensor], head: str, embedding: str) -> bool:
-    """True when the output head is absent or holds exactly the token embedding."""
-    if head not in state_dict:
-        return True
-    return embedding in state_dict and torch.equal(state_dict[head], state_dict[embedding])
-
-
 def map_weights(
     state_dict: Mapping[str, torch.Tensor],
     rules: Sequence[Rule],
@@ -111,7 +103,6 @@ def map_weights(
     `zero_filled` names targets (with `{i}`) the source layout does not store because they are
     zero by construction, e.g. the biases of a bias-free nanoGPT.
     """
-    check_layer_count(state_dict, rules, config.n_layer, description)
     converted = apply_rules(state_dict, rules, config.n_layer, ignore=ignore, source_description=description)
     shapes = expected_shapes(config, include_lm_head=not config.tie_word_embeddings)  # a tied head is wte
     dtype = converted["transformer.wte.weight"].dtype
@@ -122,29 +113,5 @@ def map_weights(
     return converted
 
 
-def check_layer_count(
-    state_dict: Mapping[str, torch.Tensor], rules: Sequence[Rule], n_layer: int, description: str
-) -> None:
-    """The layer indices present in the weights must be exactly 0 .. n_layer-1 of the config."""
-    patterns = [
-        re.compile(re.escape(name).replace(re.escape("{i}"), r"(\d+)") + r"\Z")
-        for rule in rules
-        for name in rule.source_names()
-        if "{i}" in name
-    ]
-    found = {int(m.group(1)) for key in state_dict for p in patterns if (m := p.match(key))}
-    if found and found != set(range(n_layer)):
-        raise ValueError(
-            f"{description}: the config says n_layer={n_layer} but the weights hold layers {_ranges(sorted(found))}; "
-            "the config does not match the weights (or the file is incomplete)"
-        )
-
-
 def _expand(pattern: str, n_layer: int) -> list[str]:
     return [pattern.format(i=i) for i in range(n_layer)] if "{i}" in pattern else [pattern]
-
-
-def _ranges(indices: list[int]) -> str:
-    if indices == list(range(indices[0], indices[-1] + 1)):
-        return f"{indices[0]}..{indices[-1]}"
-    return str(indices)

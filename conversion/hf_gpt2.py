@@ -9,7 +9,6 @@ Weights: `model.safetensors`, sharded safetensors with an index, or `pytorch_mod
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,19 +16,10 @@ import torch
 from transformers import GenerationConfig
 
 from gptcore.modeling import GPTCoreConfig
-from gptcore.modeling.gpt2_checkpoint import (
-    HF_GPT2_IGNORED,
-    HF_GPT2_RULES,
-    add_transformer_prefix,
-    gptcore_config_kwargs_from_gpt2,
-    load_weight_files,
-)
+from gptcore.modeling.gpt2_checkpoint import gpt2_state_to_gptcore, gptcore_config_kwargs_from_gpt2, load_weight_files
 
-from .checkpoint import Format, SourceCheckpoint, head_is_tied, map_weights
+from .checkpoint import Format, SourceCheckpoint
 from .files import locate, read_json, source_license, tokenizer_writer
-
-logger = logging.getLogger(__name__)
-
 
 def read_config_json(src: str, hub_kwargs: dict[str, Any], model_type: str) -> dict[str, Any]:
     """`config.json` of a transformers folder, which must declare `model_type`."""
@@ -56,15 +46,10 @@ def load_transformers_weights(src: str, hub_kwargs: dict[str, Any]) -> dict[str,
 def from_hf_gpt2(
     gpt2_config: dict[str, Any], state_dict: Mapping[str, torch.Tensor], description: str
 ) -> tuple[GPTCoreConfig, dict[str, torch.Tensor]]:
-    """gptcore config and weights for a GPT-2 `config.json` and its (Conv1D-layout) state dict."""
+    """gptcore config and weights for a GPT-2 `config.json` and its (Conv1D-layout) state dict: the same
+    function `GPTCoreForCausalLM.from_pretrained` uses on a GPT-2 folder."""
     config = GPTCoreConfig.from_dict(gptcore_config_kwargs_from_gpt2(gpt2_config))
-    state = add_transformer_prefix(dict(state_dict))
-    if config.tie_word_embeddings and "lm_head.weight" in state:
-        # GPT2LMHeadModel ties the head to wte and never reads a stored copy; do the same.
-        if not head_is_tied(state, "lm_head.weight", "transformer.wte.weight"):
-            logger.warning("%s: lm_head.weight differs from wte but the config ties them; using wte", description)
-        state.pop("lm_head.weight")
-    return config, map_weights(state, HF_GPT2_RULES, config, description, ignore=HF_GPT2_IGNORED)
+    return config, gpt2_state_to_gptcore(state_dict, config, description)
 
 
 def read(src: str, hub_kwargs: dict[str, Any]) -> SourceCheckpoint:

@@ -6,6 +6,8 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from .compat import CACHE_KEYS
+
 # Checked at construction: name -> (type, minimum). Booleans are ints in Python, hence the explicit test.
 _INT_FIELDS = {"vocab_size": 1, "n_positions": 1, "n_embd": 1, "n_layer": 1, "n_head": 1}
 _PROB_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
@@ -19,7 +21,7 @@ class GPTCoreConfig(PreTrainedConfig):
     """
 
     model_type = "gptcore"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = CACHE_KEYS  # output keys Trainer's evaluation leaves out of predictions
     attribute_map = {
         "hidden_size": "n_embd",
         "max_position_embeddings": "n_positions",

@@ -32,7 +32,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -178,7 +177,7 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         attention_fn: Callable | None = None,
         **attn_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -187,8 +186,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        if past_key_values is not None:  # keys/values of earlier tokens come back from the cache
-            k, v = past_key_values.update(k, v, self.layer_idx)  # (B, H, T_past + T, D)
+        if cache is not None:  # keys/values of earlier tokens come back from the cache
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, T_past + T, D)
         attention_fn = attention_fn or sdpa_attention
         y, weights = attention_fn(
             self,
@@ -238,28 +237,29 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         attention_fn: Callable | None = None,
         **attn_kwargs: Any,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attention_mask, past_key_values, attention_fn, **attn_kwargs)[0]
+        x = x + self.attn(self.ln_1(x), attention_mask, cache, attention_fn, **attn_kwargs)[0]
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
 
 
 class GPTTransformer(nn.Module):
-    """Embeddings, the stack of blocks and the final LayerNorm: token ids in, hidden states out."""
+    """Embeddings, the stack of blocks and the final LayerNorm: token ids in, hidden states out.
 
-    gradient_checkpointing = False  # transformers' gradient_checkpointing_enable() flips this
+    `block_class` lets a host library use its own subclass of `Block` (transformers' wrapper adds its
+    gradient-checkpointing base class that way); the computation is the same.
+    """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, block_class: type[Block] = Block) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned absolute positions
         self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.h = nn.ModuleList(block_class(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
 
     def forward(
         self,
@@ -267,28 +267,22 @@ class GPTTransformer(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         attention_fn: Callable | None = None,
         **attn_kwargs: Any,
     ) -> torch.Tensor:
         if inputs_embeds is None:
             check_token_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_len = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + inputs_embeds.size(1), device=inputs_embeds.device)
             position_ids = position_ids.unsqueeze(0)  # (1, T)
-        check_positions(position_ids, past_len + inputs_embeds.size(1), self.config.n_positions)
+        check_positions(position_ids, self.config.n_positions, past_len if cache is not None else None)
         x = self.drop(inputs_embeds + self.wpe(position_ids))  # (B, T, C)
-
         for block in self.h:
-            if self.gradient_checkpointing and self.training:
-                # Recompute each block in the backward pass instead of storing its activations.
-                # A cache is never filled in training, so none is passed.
-                run = partial(block.__call__, attention_fn=attention_fn, **attn_kwargs)
-                x = self._gradient_checkpointing_func(run, x, attention_mask)
-            else:
-                x = block(x, attention_mask, past_key_values, attention_fn, **attn_kwargs)
+            # The hidden states go in by position: gradient checkpointing (in a host library) needs that.
+            x = block(x, attention_mask, cache=cache, attention_fn=attention_fn, **attn_kwargs)
         return self.ln_f(x)  # (B, T, C)
 
 
@@ -308,10 +302,12 @@ class GPT(nn.Module):
         self,
         input_ids: torch.Tensor,
         targets: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab); with `targets` (B, T) also the mean next-token cross-entropy."""
-        logits = self.lm_head(self.transformer(input_ids, past_key_values=past_key_values))
+        """Logits (B, T, vocab); with `targets` (B, T) also the mean cross-entropy of logits[:, t] against
+        targets[:, t]. Targets are the *next* tokens, already shifted, as in nanoGPT and the book:
+        `model(ids[:, :-1], targets=ids[:, 1:])`. Positions whose target is -100 are not counted."""
+        logits = self.lm_head(self.transformer(input_ids, cache=cache))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
@@ -333,20 +329,19 @@ class GPT(nn.Module):
                 f"n_positions={self.config.n_positions}; shorten the prompt or generate fewer tokens"
             )
         cache = KVCache()
-        logits, _ = self(input_ids, past_key_values=cache)
-        out = input_ids
+        out, new = input_ids, input_ids  # `new`: the tokens the model has not seen yet
         for _ in range(max_new_tokens):
+            logits, _ = self(new, cache=cache)  # only the new tokens go through; the rest is cached
             next_logits = logits[:, -1, :]  # (B, vocab)
             if temperature == 0:
-                next_id = next_logits.argmax(dim=-1, keepdim=True)
+                new = next_logits.argmax(dim=-1, keepdim=True)
             else:
                 next_logits = next_logits / temperature
                 if top_k is not None:
                     kth = torch.topk(next_logits, min(top_k, next_logits.size(-1))).values[:, -1:]
                     next_logits = next_logits.masked_fill(next_logits < kth, float("-inf"))
-                next_id = torch.multinomial(torch.softmax(next_logits, dim=-1), 1, generator=generator)
-            out = torch.cat([out, next_id], dim=1)
-            logits, _ = self(next_id, past_key_values=cache)  # only the new token goes through
+                new = torch.multinomial(torch.softmax(next_logits, dim=-1), 1, generator=generator)
+            out = torch.cat([out, new], dim=1)
         return out
 
 
@@ -370,9 +365,9 @@ class LMHeadCrossEntropy(torch.autograd.Function):
     slice straight into the gradients of `x` and `weight`. A gradient that reaches the returned logits
     through some other use of them is added slice by slice, so the logits stay an ordinary output.
 
-    The logits are computed as `weight @ x.T`, vocabulary-major, and returned as its transpose (a view with
-    the same values): on CPU that product runs ~1.5x faster than `x @ weight.T` (MKL blocks better with
-    the long vocabulary axis first), and each vocabulary slice is then a contiguous block.
+    The product is computed as `weight @ x.T`, vocabulary-major (on CPU, BLAS blocks that shape better
+    than `x @ weight.T`), and the logits are returned in `nn.Linear`'s row-major (N, V) layout, so a caller
+    sees the same tensor whether or not a loss was asked for.
 
     x: (N, C); weight: (V, C); targets: (N,) with `ignore_index` for positions without a target.
     Returns logits (N, V) in x's dtype and the loss summed over the positions with a target.
@@ -391,13 +386,14 @@ class LMHeadCrossEntropy(torch.autograd.Function):
         safe_targets = targets.masked_fill(~has_target, 0)
         target_logits = logits_t.gather(0, safe_targets[None, :]).squeeze(0).to(acc)  # (N,)
         loss = torch.where(has_target, lse - target_logits, 0.0).sum()
-        ctx.save_for_backward(x, weight, logits_t, lse, safe_targets, has_target)
-        return logits_t.t(), loss
+        logits = logits_t.t().contiguous()  # (N, V); the vocabulary-major copy is freed here
+        ctx.save_for_backward(x, weight, logits, lse, safe_targets, has_target)
+        return logits, loss
 
     @staticmethod
     def backward(ctx: Any, grad_logits: torch.Tensor | None, grad_loss: torch.Tensor | None) -> Any:
-        x, weight, logits_t, lse, safe_targets, has_target = ctx.saved_tensors
-        vocab, n = logits_t.shape
+        x, weight, logits, lse, safe_targets, has_target = ctx.saved_tensors
+        n, vocab = logits.shape
         # d(loss)/d(logit) = grad_loss * (softmax - one_hot) on positions with a target, else 0.
         scale = has_target * (grad_loss.to(lse.dtype) if grad_loss is not None else 0.0)  # (N,)
         grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
@@ -405,7 +401,7 @@ class LMHeadCrossEntropy(torch.autograd.Function):
         width = _slice_width(vocab, n)
         for start in range(0, vocab, width):
             end = min(vocab, start + width)
-            g = (logits_t[start:end].to(lse.dtype) - lse).exp_().mul_(scale)  # (width, N) scaled softmax
+            g = (logits[:, start:end].t().to(lse.dtype) - lse).exp_().mul_(scale)  # (width, N) scaled softmax
             in_slice = (safe_targets >= start) & (safe_targets < end)
             row = (safe_targets - start).clamp(0, end - start - 1)[None, :]
             g.scatter_add_(0, row, -(scale * in_slice)[None, :])  # minus the one_hot
@@ -472,41 +468,60 @@ def init_weights(module: nn.Module, config: Any) -> None:
         nn.init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * config.n_layer))
 
 
-def _checks_enabled() -> bool:
-    # Value checks read tensors back to the host; a compiled graph must not contain them.
-    return not torch.compiler.is_compiling()
+def _read_back(tensor: torch.Tensor) -> bool:
+    """Whether a value check may read `tensor` back to Python. On CPU that is free; on an accelerator it
+    would stall the device queue on every decoding step, so there the checks run on the device
+    (`_check_on_device`) and fail at the next synchronisation instead. Compiled graphs contain neither."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _check_on_device(ok: torch.Tensor, message: str) -> None:
+    if ok.device.type != "meta" and not torch.compiler.is_compiling():  # meta tensors hold no values
+        torch._assert_async(ok, message)
 
 
 def check_token_ids(input_ids: torch.Tensor | None, vocab_size: int) -> None:
     if input_ids is None:
         raise ValueError("pass either input_ids or inputs_embeds")
-    if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding takes
+        raise ValueError(
+            f"input_ids must be an integer tensor of dtype int64 or int32 (what nn.Embedding takes), got dtype "
+            f"{input_ids.dtype}; convert it with .long()"
+        )
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
     if input_ids.numel() == 0:
         raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}); pass at least one token")
-    if _checks_enabled():
+    message = (
+        "input_ids contains token id {}, outside the vocabulary [0, %d); check that the tokenizer matches the "
+        "model (or resize the token embeddings)" % vocab_size
+    )
+    if _read_back(input_ids):
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= vocab_size:
-            bad = high if high >= vocab_size else low
-            raise ValueError(
-                f"input_ids contains token id {bad}, outside the vocabulary [0, {vocab_size}); "
-                "check that the tokenizer matches the model (or resize the token embeddings)"
-            )
+            raise ValueError(message.format(high if high >= vocab_size else low))
+    else:
+        _check_on_device(((input_ids >= 0) & (input_ids < vocab_size)).all(), message.format("(on device)"))
 
 
-def check_positions(position_ids: torch.Tensor, total_len: int | torch.Tensor, n_positions: int) -> None:
-    if not _checks_enabled():  # a static cache counts its length in a tensor: reading it is a host sync too
+def check_positions(position_ids: torch.Tensor, n_positions: int, cached_len: Any = None) -> None:
+    """Every position must have an embedding, and after cached tokens, cached + new tokens must fit the context.
+    The length of a first chunk is not compared with `n_positions`: a packed row of several documents
+    (positions restarting at 0 for each) may be longer than the context."""
+    message = (
+        "sequence length {} (cached + new tokens) exceeds n_positions=%d, the longest context this model has "
+        "position embeddings for; truncate the input or use a sliding window" % n_positions
+    )
+    if cached_len is not None and (not torch.is_tensor(cached_len) or _read_back(cached_len)):
+        if not torch.compiler.is_compiling() and 0 < cached_len and cached_len + position_ids.size(-1) > n_positions:
+            raise ValueError(message.format(int(cached_len + position_ids.size(-1))))
+    if position_ids.numel() == 0:
         return
-    if total_len > n_positions:
-        raise ValueError(
-            f"sequence length {int(total_len)} (cached + new tokens) exceeds n_positions={n_positions}, the longest "
-            "context this model has position embeddings for; truncate the input or use a sliding window"
-        )
-    if position_ids.numel() > 0:
+    if _read_back(position_ids):
         low, high = int(position_ids.min()), int(position_ids.max())
-        if low < 0 or high >= n_positions:
-            raise ValueError(
-                f"position_ids contains {high if high >= n_positions else low}, outside [0, {n_positions})"
-            )
+        if high >= n_positions:
+            raise ValueError(f"position_ids contains {high}, outside [0, {n_positions}): " + message.format(high + 1))
+        if low < 0:
+            raise ValueError(f"position_ids contains {low}; positions must lie in [0, {n_positions})")
+    else:
+        _check_on_device(((position_ids >= 0) & (position_ids < n_positions)).all(), message.format("(on device)"))

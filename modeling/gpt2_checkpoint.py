@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from .weight_mapping import Rule
+from .compat import optional_cached_file
+from .core import GPT
+from .weight_mapping import Rule, apply_rules, check_shapes, head_is_tied
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ HF_GPT2_RULES: list[Rule] = [
     Rule("lm_head.weight", "lm_head.weight", optional=True),  # absent when tied to wte
 ]
 HF_GPT2_IGNORED = ["transformer.h.{i}.attn.bias", "transformer.h.{i}.attn.masked_bias"]
+# Task heads: GPT2LMHeadModel's `lm_head` (above) and GPT2ForSequenceClassification's `score`, named alike in gptcore.
+HEADS = ("lm_head.weight", "score.weight")
 
 # GPT-2 config options that change the computation and that gptcore does not implement.
 _UNSUPPORTED_GPT2_OPTIONS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False}
@@ -64,6 +69,46 @@ def gptcore_config_kwargs_from_gpt2(gpt2_config: dict[str, Any]) -> dict[str, An
     return {k: v for k, v in gpt2_config.items() if k not in _DROPPED_GPT2_KEYS}
 
 
+def expected_shapes(config: Any, include_lm_head: bool = True) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of GPTCoreForCausalLM for `config`, without allocating weights."""
+    with torch.device("meta"):
+        model = GPT(config)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if not include_lm_head:
+        shapes.pop("lm_head.weight")
+    return shapes
+
+
+def gpt2_state_to_gptcore(
+    state_dict: Mapping[str, torch.Tensor], config: Any, description: str, heads: Sequence[str] = ("lm_head.weight",)
+) -> dict[str, torch.Tensor]:
+    """A transformers GPT-2 state dict (GPT2Model, GPT2LMHeadModel or GPT2ForSequenceClassification) in
+    gptcore's names and layout, for a model with `config` and the task `heads` (names from `HEADS`).
+
+    Strict about the transformer: every tensor consumed, layers 0 .. n_layer-1, shapes checked. Heads: a
+    stored head the target has not got is dropped (a classifier from a language model's folder, or the
+    reverse); a head the target has but the folder lacks is new (left to be initialised) — except an untied
+    `lm_head`, whose absence from a language model's own folder would silently give a random head."""
+    state = add_transformer_prefix(dict(state_dict))
+    if config.tie_word_embeddings and "lm_head.weight" in state:
+        # GPT2LMHeadModel ties the head to wte and never reads a stored copy; do the same.
+        if not head_is_tied(state, "lm_head.weight", "transformer.wte.weight"):
+            logger.warning("%s: lm_head.weight differs from wte but the config ties them; using wte", description)
+        state.pop("lm_head.weight")
+    for head in HEADS:
+        if head in state and head not in heads:
+            logger.info("%s: not loading %s, which the model being built has no use for", description, head)
+            state.pop(head)
+    rules = [rule for rule in HF_GPT2_RULES if rule.target not in HEADS]
+    rules += [Rule(head, head, optional=True) for head in heads]
+    converted = apply_rules(state, rules, config.n_layer, ignore=HF_GPT2_IGNORED, source_description=description)
+    shapes = expected_shapes(config, include_lm_head="lm_head.weight" in heads and not config.tie_word_embeddings)
+    if "score.weight" in converted:
+        shapes["score.weight"] = (config.num_labels, config.n_embd)
+    check_shapes(converted, shapes, description)
+    return converted
+
+
 def add_transformer_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """GPT2Model checkpoints (and some old uploads) store keys without `transformer.`; add it."""
     if any(k.startswith("transformer.") for k in state_dict):
@@ -77,10 +122,8 @@ def load_weight_files(folder_or_repo: str, **hub_kwargs: Any) -> dict[str, torch
     `folder_or_repo` is a local folder or a Hub repo id (downloaded through transformers' cache).
     Pickle files are read with `weights_only=True`, so a file carrying code is refused, never run.
     """
-    from transformers.utils import cached_file  # the wrapper layer may use transformers
-
     for name in WEIGHT_FILES:
-        path = cached_file(folder_or_repo, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        path = optional_cached_file(folder_or_repo, name, **hub_kwargs)
         if path is None:
             continue
         if not name.endswith(".index.json"):
@@ -89,7 +132,9 @@ def load_weight_files(folder_or_repo: str, **hub_kwargs: Any) -> dict[str, torch
             index = json.load(f)
         state_dict: dict[str, torch.Tensor] = {}
         for shard in sorted(set(index["weight_map"].values())):
-            shard_path = cached_file(folder_or_repo, shard, **hub_kwargs)
+            shard_path = optional_cached_file(folder_or_repo, shard, **hub_kwargs)
+            if shard_path is None:
+                raise FileNotFoundError(f"weights of {folder_or_repo} are incomplete: {shard}, listed in {name}, is missing")
             state_dict.update(read_tensor_file(shard_path))
         return state_dict
     raise FileNotFoundError(

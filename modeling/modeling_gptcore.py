@@ -10,27 +10,36 @@ its sibling files, so `save_pretrained` can copy it next to a checkpoint for `tr
 from __future__ import annotations
 
 import pickle
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.loss.loss_utils import ForCausalLMLoss
-from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple, logging
-from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+from transformers.utils import logging
 
+from .compat import (
+    CACHE_KEYS,
+    GradientCheckpointingLayer,
+    OutputRecorder,
+    accepts_cache,
+    attention_function,
+    cache_output,
+    can_return_tuple,
+    capture_outputs,
+    create_causal_mask,
+    is_default_causal_lm_loss,
+    new_dynamic_cache,
+    output_cache,
+)
 from .configuration_gptcore import GPTCoreConfig
 from .core import (
-    GPT,
     Block,
     CausalSelfAttention,
     GPTTransformer,
@@ -40,8 +49,7 @@ from .core import (
     lm_head_cross_entropy,
     lm_head_logits,
 )
-from .gpt2_checkpoint import HF_GPT2_IGNORED, HF_GPT2_RULES, add_transformer_prefix, gptcore_config_kwargs_from_gpt2, load_weight_files
-from .weight_mapping import apply_rules
+from .gpt2_checkpoint import HEADS, gpt2_state_to_gptcore, gptcore_config_kwargs_from_gpt2, load_weight_files
 
 logger = logging.get_logger(__name__)
 
@@ -54,20 +62,31 @@ _AUTO_MAP = {
 }
 
 
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """A checkpoint whose tensors do not fit the model. A RuntimeError where transformers raises one (shape
+    mismatches), and a ValueError as every other error a user can cause here."""
+
+
+class GPTCoreBlock(GradientCheckpointingLayer, Block):
+    """The core's transformer block on transformers' checkpointing base class, so that
+    `gradient_checkpointing_enable()` recomputes each block in the backward pass."""
+
+
 class GPTCorePreTrainedModel(PreTrainedModel):
     config_class = GPTCoreConfig
     config: GPTCoreConfig
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Block"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules = ["GPTCoreBlock"]
+    _skip_keys_device_placement = CACHE_KEYS
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    _task_heads: tuple[str, ...] = ()  # the head tensors a class adds on top of the transformer
     _can_record_outputs = {
-        "hidden_states": Block,
+        "hidden_states": GPTCoreBlock,
         "attentions": OutputRecorder(CausalSelfAttention, index=1),
     }
 
@@ -119,58 +138,57 @@ class GPTCorePreTrainedModel(PreTrainedModel):
 
     @classmethod
     def _load_checked(cls, path: Any, model_args: tuple, kwargs: dict[str, Any]) -> Any:
-        """transformers' loading, but a transformer tensor that is missing, unknown or misshapen is an error
-        rather than a warning and a random re-initialisation. Heads (`lm_head`, `score`) may still be new:
-        starting a classifier from a language model is what fine-tuning does."""
+        """transformers' loading, stricter where transformers would quietly re-initialise weights at random:
+        a transformer tensor that is missing or unknown, or a head missing from a folder saved by this very
+        class, raises `CheckpointMismatchError` naming them. A head of another class (`score` when building a
+        classifier from a language model) may be new: that is what fine-tuning does. Misshapen tensors raise
+        unless `ignore_mismatched_sizes=True` (then they are re-initialised, as in transformers). With
+        `output_loading_info=True` the caller gets transformers' report and decides: nothing is raised."""
         wants_info = kwargs.pop("output_loading_info", False)
         user_ignores_shapes = kwargs.pop("ignore_mismatched_sizes", False)
         model, info = super().from_pretrained(
             path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
-        heads = ("lm_head.", "score.")
+        if wants_info:
+            return model, info
+        saved_by = getattr(model.config, "architectures", None) or []
+        new_heads = () if cls.__name__ in saved_by else HEADS
         problems = []
-        if missing := sorted(k for k in info["missing_keys"] if not k.startswith(heads)):
+        if missing := sorted(k for k in info["missing_keys"] if k not in new_heads):
             problems.append(f"missing tensors {missing[:5]}")
-        if unexpected := sorted(k for k in info["unexpected_keys"] if not k.startswith(heads)):
+        if unexpected := sorted(k for k in info["unexpected_keys"] if k not in HEADS):
             problems.append(f"tensors the model does not have {unexpected[:5]}")
         if not user_ignores_shapes and (mismatched := sorted(map(str, info["mismatched_keys"]))):
-            problems.append(f"tensors whose shape differs from the config's (name, checkpoint, model) {mismatched[:5]}")
+            problems.append(
+                f"tensors whose shape differs from the config's (name, checkpoint, model) {mismatched[:5]}; pass "
+                "ignore_mismatched_sizes=True to re-initialise them"
+            )
         if problems:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"the checkpoint {path} does not match its config: " + "; ".join(problems) + ". It is incomplete, "
                 "from another architecture, or its config.json was edited; re-save or re-convert it"
             )
-        return (model, info) if wants_info else model
+        return model
 
     @classmethod
     def _from_gpt2_checkpoint(
         cls, path: str, gpt2_config: dict[str, Any], hub_kwargs: dict[str, Any], model_args: tuple, kwargs: dict[str, Any]
     ) -> Any:
+        # dtype is an argument of loading, not a config field ("auto": the dtype the weights are stored in).
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         config_kwargs = gptcore_config_kwargs_from_gpt2(gpt2_config)
         config, kwargs = cls.config_class.from_dict(config_kwargs, return_unused_kwargs=True, **kwargs)
-        source = add_transformer_prefix(load_weight_files(path, **hub_kwargs))
-        if config.tie_word_embeddings:
-            source.pop("lm_head.weight", None)  # some uploads store the tied copy; wte is the one we keep
-        state_dict = apply_rules(
-            source,
-            HF_GPT2_RULES,
-            config.n_layer,
-            ignore=HF_GPT2_IGNORED,
-            expected_shapes=expected_shapes(config, include_lm_head=not config.tie_word_embeddings),
-            source_description=f"GPT-2 checkpoint {path}",
-        )
+        source = load_weight_files(path, **hub_kwargs)
+        state_dict = gpt2_state_to_gptcore(source, config, f"GPT-2 checkpoint {path}", heads=cls._task_heads)
+        if dtype == "auto":
+            dtype = gpt2_config.get("dtype") or gpt2_config.get("torch_dtype") or state_dict["transformer.wte.weight"].dtype
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if dtype is not None:
+            kwargs["dtype"] = dtype
         logger.info("converted GPT-2 checkpoint %s to the gptcore layout on load", path)
         return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
 
-
-def expected_shapes(config: Any, include_lm_head: bool = True) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of GPTCoreForCausalLM for `config`, without allocating weights."""
-    with torch.device("meta"):
-        model = GPT(config)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    if not include_lm_head:
-        shapes.pop("lm_head.weight")
-    return shapes
 
 
 class GPTCoreModel(GPTCorePreTrainedModel):
@@ -180,7 +198,7 @@ class GPTCoreModel(GPTCorePreTrainedModel):
         super().__init__(config)
         # Adopt the core's modules as our own children, so checkpoint names stay GPT-2's
         # (`wte`, `h.0.attn.c_attn`, ...), and run them with the core's forward below.
-        for name, module in GPTTransformer(config).named_children():
+        for name, module in GPTTransformer(config, block_class=GPTCoreBlock).named_children():
             self.add_module(name, module)
         self.gradient_checkpointing = False
         self.post_init()
@@ -192,10 +210,11 @@ class GPTCoreModel(GPTCorePreTrainedModel):
         self.wte = new_embeddings
 
     @capture_outputs
+    @accepts_cache
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Any = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
@@ -222,37 +241,28 @@ class GPTCoreModel(GPTCorePreTrainedModel):
         if self.gradient_checkpointing and self.training and use_cache:
             logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False")
             use_cache = False
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = new_dynamic_cache(self.config)
 
         if position_ids is None:
-            past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_len = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
         if attention_mask is not None and attention_mask.dim() == 2:
-            check_attention_mask(attention_mask, batch, seq_len, past_key_values)
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
-        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
+            check_attention_mask(attention_mask, batch, seq_len, cache)
+        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
         hidden_states = GPTTransformer.forward(
             self,
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             attention_mask=mask,
-            past_key_values=past_key_values,
-            attention_fn=attention_fn,
+            cache=cache if use_cache or cache is not None else None,
+            attention_fn=attention_function(self.config, eager_attention),
             **kwargs,
         )
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None
-        )
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output(cache if use_cache else None))
 
 
-def check_attention_mask(mask: torch.Tensor, batch: int, seq_len: int, cache: Cache | None) -> None:
+def check_attention_mask(mask: torch.Tensor, batch: int, seq_len: int, cache: Any) -> None:
     """A 2-D padding mask must cover the cached tokens plus the new ones, one row per sequence."""
     # A StaticCache reports the tokens written so far (in a tensor: reading it inside a compiled graph would
     # break the graph, so compiled code checks the shapes only); generate() may pass a mask as long as its capacity.
@@ -264,43 +274,52 @@ def check_attention_mask(mask: torch.Tensor, batch: int, seq_len: int, cache: Ca
         )
 
 
+# The decode-time copy of the LM head (see GPTCoreForCausalLM.generate): per thread and per generate() call.
+_DECODE_HEAD: ContextVar[tuple[nn.Module, torch.Tensor] | None] = ContextVar("gptcore_decode_head", default=None)
+
+
 class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
     """GPT with its language-model head (tied to the token embedding unless `tie_word_embeddings=False`)."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    _task_heads = ("lm_head.weight",)
 
     def __init__(self, config: GPTCoreConfig) -> None:
         super().__init__(config)
         self.transformer = GPTCoreModel(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self._decode_head: torch.Tensor | None = None  # see generate()
-        self._decode_head_key: tuple | None = None
-        self._decoding = False
         self.post_init()
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """`GenerationMixin.generate`, unchanged, plus one CPU speed-up: for steps that decode a single
-        token (batch 1), the LM head reads a (n_embd, vocab) copy of its weight. A matrix-vector product
-        runs ~2.5x faster on CPU in that layout than with nn.Linear's (vocab, n_embd) weight, and at batch 1
-        the head is most of a step for small models. The copy is made once, reused while the weight is
-        unchanged (`weight._version`), and costs one extra head weight of memory (154 MB for GPT-2 124M)."""
+        """`GenerationMixin.generate`, unchanged, plus one CPU speed-up: steps that decode a single token
+        (batch 1) multiply by an (n_embd, vocab) copy of the LM head's weight, which a CPU matrix-vector
+        product reads faster than nn.Linear's (vocab, n_embd) layout; at batch 1 the head is most of a step for
+        small models. The copy is made from the current weight when generate() starts and dropped when it
+        returns (one extra head of memory meanwhile), and it is visible only to this call's thread."""
         weight = self.lm_head.weight
-        if weight.device.type == "cpu" and self._is_plain_lm_head():
-            key = (weight.data_ptr(), weight._version, weight.dtype)
-            if key != self._decode_head_key:
-                self._decode_head = weight.detach().t().contiguous()  # (C, V)
-                self._decode_head_key = key
-        self._decoding = True
+        if weight.device.type != "cpu" or not self._is_plain_lm_head():
+            return super().generate(*args, **kwargs)
+        token = _DECODE_HEAD.set((self, weight.detach().t().contiguous()))  # (C, V)
         try:
             return super().generate(*args, **kwargs)
         finally:
-            self._decoding = False
+            _DECODE_HEAD.reset(token)
+
+    def _decode_head(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        """The generate()-time head copy when it applies to `hidden_states` (one row, not compiling)."""
+        if torch.compiler.is_compiling() or hidden_states.shape[:-1].numel() != 1:
+            return None
+        current = _DECODE_HEAD.get()
+        if current is None or current[0] is not self or current[1].dtype != hidden_states.dtype:
+            return None
+        return current[1]
 
     @can_return_tuple
+    @accepts_cache
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Any = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
@@ -312,7 +331,7 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         outputs = self.transformer(
             input_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
@@ -323,7 +342,7 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state
         plain_head = self._is_plain_lm_head()
         fuse = labels is not None and plain_head and isinstance(logits_to_keep, int) and logits_to_keep == 0
-        if fuse and self.loss_function is ForCausalLMLoss:
+        if fuse and is_default_causal_lm_loss(self.loss_function):
             # The training call: head and transformers' default loss in one step (see `_fused_causal_lm_loss`).
             logits, loss = self._fused_causal_lm_loss(hidden_states, labels, **kwargs)
         else:
@@ -331,8 +350,8 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, keep, :]
             if not plain_head:
                 logits = self.lm_head(hidden_states)
-            elif self._decoding and self._decode_head is not None and hidden_states.shape[:2].numel() == 1:
-                logits = hidden_states @ self._decode_head  # (1, 1, V): see generate()
+            elif (decode_head := self._decode_head(hidden_states)) is not None:
+                logits = hidden_states @ decode_head  # (1, 1, V): see generate()
             else:
                 logits = lm_head_logits(hidden_states, self.lm_head.weight)
             loss = None
@@ -341,9 +360,9 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **cache_output(output_cache(outputs)),
         )
 
     def _is_plain_lm_head(self) -> bool:
@@ -389,6 +408,8 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
 class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
     """A linear classifier on the hidden state of each sequence's last real (non-padding) token."""
 
+    _task_heads = ("score.weight",)
+
     def __init__(self, config: GPTCoreConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -398,10 +419,11 @@ class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
         self.post_init()
 
     @can_return_tuple
+    @accepts_cache
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Any = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
@@ -412,7 +434,7 @@ class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.transformer(
             input_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
@@ -430,9 +452,9 @@ class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **cache_output(output_cache(outputs)),
         )
 
     def _last_token_index(
@@ -446,8 +468,9 @@ class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
             real = input_ids.to(hidden_states.device) != self.config.pad_token_id
         else:
             return torch.full((batch,), seq_len - 1, device=hidden_states.device)
-        if not torch.compiler.is_compiling() and not bool(real.any(dim=1).all()):
-            raise ValueError("a row of the batch has no real tokens (all padding); remove empty sequences")
+        if real.device.type == "cpu" and not torch.compiler.is_compiling():  # a host read: free on CPU only
+            if not bool(real.any(dim=1).all()):
+                raise ValueError("a row of the batch has no real tokens (all padding); remove empty sequences")
         positions = torch.arange(seq_len, device=hidden_states.device)
         return (positions * real).argmax(dim=-1)
 

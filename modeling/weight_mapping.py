@@ -88,7 +88,9 @@ def apply_rules(
     expected_shapes: Mapping[str, Sequence[int]] | None = None,
     source_description: str = "checkpoint",
 ) -> dict[str, torch.Tensor]:
-    """Convert `state_dict` with `rules`; raise ValueError naming any missing, leftover or misshapen tensor."""
+    """Convert `state_dict` with `rules`; raise ValueError naming any missing, leftover or misshapen tensor,
+    or layers other than the config's 0 .. n_layer-1."""
+    check_layer_count(state_dict, rules, n_layer, source_description)
     converted: dict[str, torch.Tensor] = {}
     consumed: set[str] = set()
     missing: list[str] = []
@@ -122,6 +124,37 @@ def apply_rules(
     if expected_shapes is not None:
         check_shapes(converted, expected_shapes, source_description)
     return converted
+
+
+def head_is_tied(state_dict: Mapping[str, torch.Tensor], head: str, embedding: str) -> bool:
+    """True when the output head is absent or holds exactly the token embedding."""
+    if head not in state_dict:
+        return True
+    return embedding in state_dict and torch.equal(state_dict[head], state_dict[embedding])
+
+
+def check_layer_count(
+    state_dict: Mapping[str, torch.Tensor], rules: Sequence[Rule], n_layer: int, description: str
+) -> None:
+    """The layer indices present in the weights must be exactly 0 .. n_layer-1 of the config."""
+    patterns = [
+        re.compile(re.escape(name).replace(re.escape("{i}"), r"(\d+)") + r"\Z")
+        for rule in rules
+        for name in rule.source_names()
+        if "{i}" in name
+    ]
+    found = {int(m.group(1)) for key in state_dict for p in patterns if (m := p.match(key))}
+    if found and found != set(range(n_layer)):
+        raise ValueError(
+            f"{description}: the config says n_layer={n_layer} but the weights hold layers {_ranges(sorted(found))}; "
+            "the config does not match the weights (or the file is incomplete)"
+        )
+
+
+def _ranges(indices: list[int]) -> str:
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]}..{indices[-1]}"
+    return str(indices)
 
 
 def check_shapes(

@@ -10,7 +10,9 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+# One thread: tiny models gain nothing from intra-op threads and lose a lot when the cores are busy (a 2-thread
+# step can take 20x longer on 2 oversubscribed cores), and CI runs two suites side by side.
+torch.set_num_threads(1)
 
 import gptcore.modeling  # noqa: E402,F401  registers the Auto classes
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
@@ -74,20 +76,20 @@ except ModuleNotFoundError:
 '''
 
 
-def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout: int = 300):
-    """Run `code` in a fresh interpreter of this venv in which gptcore cannot be imported."""
+def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None):
+    """Run `code` in a fresh interpreter (of this venv, or `python`) in which gptcore cannot be imported."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HOME"] = str(cwd / "hf_home")  # a fresh cache for remote-code modules
     return subprocess.run(
-        [sys.executable, "-c", _BLOCK_GPTCORE + code],
+        [python or sys.executable, "-c", _BLOCK_GPTCORE + code],
         cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
-# --- example scripts (examples/finetune_*.py, evaluate.py, generate.py, estimate.py) -------------------
+# --- example scripts (examples/finetune_*.py, perplexity.py, generate.py, estimate.py) -------------------
 
 EXAMPLES = REPO_ROOT / "examples"
 

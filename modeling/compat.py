@@ -1,0 +1,150 @@
+"""Every use of transformers beyond its stable public API, in one place.
+
+transformers changes the internals that custom models build on about every week, and a checkpoint
+saved with remote code carries this folder's files frozen into it. So the wrapper imports those
+internals only from here, and each entry below adapts to the installed release by looking for the
+feature itself, never by comparing version strings. A new release is met by editing this file alone.
+
+Entries (and which releases need what) — see each definition:
+- the name of the KV-cache argument and output field (`cache` from 5.24, `past_key_values` before);
+- output capturing (`capture_outputs`/`OutputRecorder`, or the older `check_model_inputs`);
+- `create_causal_mask` (its cache argument was renamed with the rest);
+- the attention-function registry, the gradient-checkpointing layer base class;
+- the identity of transformers' default causal-LM loss (the fused training loss reproduces it);
+- `cached_file`'s private "return None when the file is absent" switch.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from typing import Any, Callable
+
+import torch
+from transformers import GenerationMixin
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask as _create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# --- The KV cache's name -------------------------------------------------------------------------------------
+# transformers 5.24 renamed the forward argument and the output field `past_key_values` -> `cache`; generate()
+# passes the new name and reads the cache back from the output under it. Older releases use the old name for both.
+# The wrapper's forwards take `cache` and accept `past_key_values` from callers of any release (see `accepts_cache`).
+CACHE_ARG = "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters else "past_key_values"
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# Output keys that are not predictions: Trainer's evaluation and accelerate's device placement skip them.
+CACHE_KEYS = [CACHE_FIELD]
+_LEGACY_CACHE_ARGS = ("past_key_values", "cache_params")
+
+
+def accepts_cache(forward: Callable) -> Callable:
+    """Let a forward whose cache parameter is `cache` also be called with `past_key_values=` (what generate()
+    and every caller used before 5.24). Passing both is an error, as in transformers' own models; where the
+    installed release has renamed the argument, the old name draws its deprecation warning, as there."""
+
+    @functools.wraps(forward)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for old in _LEGACY_CACHE_ARGS:
+            if old in kwargs:
+                if kwargs.get("cache") is not None and kwargs[old] is not None:
+                    raise ValueError(f"pass the KV cache once, as `cache` (not both `cache` and `{old}`)")
+                if CACHE_ARG == "cache" and not torch.compiler.is_compiling():
+                    warnings.warn(f"`{old}` is deprecated in this transformers release; use `cache` instead", FutureWarning, stacklevel=2)
+                value = kwargs.pop(old)
+                if kwargs.get("cache") is None:
+                    kwargs["cache"] = value
+        return forward(self, *args, **kwargs)
+
+    return wrapper
+
+
+def cache_output(cache: Cache | None) -> dict[str, Cache | None]:
+    """Keyword argument that stores `cache` in an output class under the installed release's field name."""
+    return {CACHE_FIELD: cache}
+
+
+def output_cache(outputs: Any) -> Cache | None:
+    """The cache of a model output, under whichever field the installed release uses."""
+    return getattr(outputs, CACHE_FIELD, None)
+
+
+def new_dynamic_cache(config: Any) -> Cache:
+    """An empty DynamicCache (the `config=` argument appeared during 5.x: older releases take none)."""
+    if "config" in inspect.signature(DynamicCache.__init__).parameters:
+        return DynamicCache(config=config)
+    return DynamicCache()
+
+
+# --- Output capturing ----------------------------------------------------------------------------------------
+# `output_hidden_states` / `output_attentions` are served by hooks that transformers installs on the classes named
+# in `_can_record_outputs`. The decorator moved from `utils.generic.check_model_inputs` (a decorator factory) to
+# `utils.output_capturing.capture_outputs` (a plain decorator).
+try:
+    from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+except ImportError:  # older releases
+    from transformers.utils.generic import OutputRecorder, check_model_inputs
+
+    capture_outputs = check_model_inputs() if "func" not in inspect.signature(check_model_inputs).parameters else check_model_inputs
+
+try:
+    from transformers.utils import can_return_tuple
+except ImportError:  # pragma: no cover - older releases keep it in utils.generic
+    from transformers.utils.generic import can_return_tuple
+
+# --- Masks and attention -------------------------------------------------------------------------------------
+_MASK_PARAMS = inspect.signature(_create_causal_mask).parameters
+_MASK_CACHE_ARG = "cache" if "cache" in _MASK_PARAMS else "past_key_values"
+_MASK_EMBEDS_ARG = "inputs_embeds" if "inputs_embeds" in _MASK_PARAMS else "input_embeds"
+
+
+def create_causal_mask(
+    config: Any,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    cache: Cache | None,
+    position_ids: torch.Tensor,
+) -> Any:
+    """transformers' causal mask for the configured attention implementation (None where the kernel's own
+    causal mode suffices). Releases differ in argument names and in whether `cache_position` is required."""
+    kwargs: dict[str, Any] = {
+        "config": config,
+        _MASK_EMBEDS_ARG: inputs_embeds,
+        "attention_mask": attention_mask,
+        _MASK_CACHE_ARG: cache,
+        "position_ids": position_ids,
+    }
+    if "cache_position" in _MASK_PARAMS:
+        past = cache.get_seq_length() if cache is not None else 0
+        kwargs["cache_position"] = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
+    return _create_causal_mask(**kwargs)
+
+
+def attention_function(config: Any, default: Callable) -> Callable:
+    """The attention function registered for `config._attn_implementation` (sdpa, flash, flex, paged...)."""
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, default)
+
+
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # pragma: no cover - releases before the class existed checkpoint modules by flag only
+    GradientCheckpointingLayer = torch.nn.Module
+
+# --- Loss and files ------------------------------------------------------------------------------------------
+from transformers.loss.loss_utils import ForCausalLMLoss as _ForCausalLMLoss  # noqa: E402
+
+
+def is_default_causal_lm_loss(loss_function: Callable) -> bool:
+    """True when `loss_function` is transformers' own causal-LM cross-entropy, which the fused head reproduces."""
+    return loss_function is _ForCausalLMLoss
+
+
+def optional_cached_file(path_or_repo: str, filename: str, **hub_kwargs: Any) -> str | None:
+    """Local path of `filename` in a folder or Hub repo (downloaded into the cache), or None when it does not exist."""
+    from transformers.utils import cached_file
+
+    return cached_file(path_or_repo, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
