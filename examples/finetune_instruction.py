@@ -15,6 +15,7 @@ adapter is saved in `--output_dir`, and the merged plain model in `<output_dir>/
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -168,7 +169,11 @@ def main() -> None:
     tokenizer = load_tokenizer(model_args)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padded positions have label -100 and no attention
-    tokenizer.padding_side = "right"  # training: real tokens keep the positions they had in pretraining
+    # The tokenizer saved with the model (output_dir, checkpoints, merged/) pads on the left, for generation;
+    # only the training batches pad on the right: real tokens keep the positions they had in pretraining.
+    tokenizer.padding_side = "left"
+    right_padding = copy.deepcopy(tokenizer)
+    right_padding.padding_side = "right"
     model = load_model(GPTCoreForCausalLM, model_args, pad_token_id=tokenizer.pad_token_id)
     check_vocab_fits(tokenizer, model.config)
     max_length = data.max_length or min(256, model.config.n_positions)
@@ -181,7 +186,7 @@ def main() -> None:
     with training_args.main_process_first(desc="tokenization"):
         train = encode(splits["train"], tokenizer, max_length, "training")
         validation = encode(splits["validation"], tokenizer, max_length, "validation")
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)  # pads labels with -100
+    collator = DataCollatorForSeq2Seq(right_padding, padding=True, label_pad_token_id=-100)  # pads labels with -100
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train, processing_class=tokenizer, data_collator=collator
     )

@@ -10,10 +10,21 @@ import random
 import torch
 from conftest import run_example, run_example_in_process
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from gptcore.modeling import GPTCoreForCausalLM
 
 COMMON = ["--per_device_eval_batch_size", "8", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]
+
+
+def assert_saved_tokenizer_pads_left(folder):
+    """The checkpoint is for generation, which continues the last position: its tokenizer must pad on the
+    left (training pads on the right, but that must not leak into the saved tokenizer)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.padding_side == "left", f"{folder} saves a {tokenizer.padding_side}-padding tokenizer"
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    ids = tokenizer(["a b c", "a"], padding=True).input_ids
+    assert ids[1][0] == tokenizer.pad_token_id and ids[1][-1] != tokenizer.pad_token_id
 
 
 def test_only_the_response_is_learned_and_held_out_instructions_are_answered(tiny_gptcore_checkpoint, tmp_path):
@@ -46,6 +57,7 @@ def test_only_the_response_is_learned_and_held_out_instructions_are_answered(tin
     assert len(answers) == 6
     assert {a["model_response"] for a in answers} == {"yes"}  # prompt format at generation = in training, eos learned
     assert {a["instruction"] for a in answers} <= {r["instruction"] for r in records}
+    assert_saved_tokenizer_pads_left(out)
 
 
 def test_lora_trains_and_merges_into_a_plain_checkpoint(tiny_gptcore_checkpoint, tmp_path, monkeypatch, capsys):
@@ -85,3 +97,5 @@ def test_lora_trains_and_merges_into_a_plain_checkpoint(tiny_gptcore_checkpoint,
     assert (got - base).abs().max() > 1e-3  # the merge changed the model
     assert json.loads((out / "all_results.json").read_text())["lora_merge_max_abs_logit_difference"] < 1e-4
     assert len(json.loads((out / "test_responses.json").read_text())) == 1
+    assert_saved_tokenizer_pads_left(out)
+    assert_saved_tokenizer_pads_left(out / "merged")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from conftest import EXAMPLES, run_example_in_process
 
-SCRIPTS = ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py", "evaluate.py", "generate.py", "estimate.py"]
+SCRIPTS = ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py", "perplexity.py", "generate.py", "estimate.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -40,7 +40,7 @@ def test_unknown_config_override_is_named(monkeypatch):
 def test_missing_data_file_is_named(tiny_gptcore_checkpoint, tmp_path, monkeypatch):
     missing = tmp_path / "nope.txt"
     with pytest.raises(FileNotFoundError, match=f"data file {missing} does not exist"):
-        run_example_in_process("evaluate.py", "--model_name_or_path", str(tiny_gptcore_checkpoint), "--text_file", str(missing), monkeypatch=monkeypatch)
+        run_example_in_process("perplexity.py", "--model_name_or_path", str(tiny_gptcore_checkpoint), "--text_file", str(missing), monkeypatch=monkeypatch)
 
 
 @pytest.mark.parametrize("script", ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py"])

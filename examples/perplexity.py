@@ -2,10 +2,12 @@
 
 As transformers' "Perplexity of fixed-length models" guide: the whole text is tokenized once; windows of
 `--max_length` tokens advance by `--stride`, and each window scores only the tokens no earlier window
-scored, so every token after the first is predicted exactly once, with at least max_length - stride
-tokens of context (except at the start). stride = max_length gives disjoint windows (fast, pessimistic).
+scored, so every token after the first is predicted exactly once, whatever the stride in [1, max_length].
+A window's last position predicts the token just after it, so a window of max_length tokens scores up to
+max_length tokens, each with at least max_length - stride + 1 tokens of context (except at the start).
+stride = max_length gives disjoint windows (fast, pessimistic); stride = 1 gives every token full context.
 
-    python examples/evaluate.py --model_name_or_path runs/pretrain/final \
+    python examples/perplexity.py --model_name_or_path runs/pretrain/final \
         --text_file examples/data/corpus/asyoulik.txt --stride 512
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from data_files import load_rows, require_columns
 from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
 from tqdm.auto import tqdm
@@ -40,25 +43,26 @@ class EvalArguments:
 
 @torch.no_grad()
 def sliding_window_nll(model, input_ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int, int]:
-    """Summed negative log-likelihood (nats) of input_ids[1:], the number of tokens scored, and windows used."""
-    seq_len = input_ids.size(1)
-    nll_sum, scored, windows, previous_end = 0.0, 0, 0, 0
-    for begin in tqdm(range(0, seq_len, stride), desc="Scoring windows"):
-        end = min(begin + max_length, seq_len)
-        new = end - previous_end  # tokens this window scores; the rest of it is context only
+    """Summed negative log-likelihood (nats) of input_ids[1:], the number of tokens scored, and windows used.
+
+    Window k reads the tokens [k * stride, k * stride + max_length); the logits at its positions predict the
+    tokens one position later, and the window scores those the previous window did not: all of them in the
+    first window, then the last `stride` (fewer in the last window, which stops at the end of the text).
+    """
+    last = input_ids.size(1) - 1  # the last token to predict; it is never an input
+    n_windows = 1 + max(0, -(-(last - max_length) // stride))  # until a window reaches `last`
+    nll_sum, scored, next_target = 0.0, 0, 1  # tokens [1, next_target) are scored
+    for begin in tqdm(range(0, n_windows * stride, stride), desc="Scoring windows"):
+        end = min(begin + max_length, last)  # inputs [begin, end) predict the tokens [begin + 1, end + 1)
+        new = end + 1 - next_target  # the last `new` positions predict tokens no earlier window scored
         window = input_ids[:, begin:end].to(model.device)
-        labels = window.clone()
-        labels[:, :-new] = -100
-        # The model shifts labels by one, so the window's first token is never a target.
-        targets = int((labels[:, 1:] != -100).sum())
-        if targets:
-            nll_sum += model(window, labels=labels).loss.item() * targets  # the loss is the mean over targets
-            scored += targets
-            windows += 1
-        previous_end = end
-        if end == seq_len:
-            break
-    return nll_sum, scored, windows
+        logits = model(window, logits_to_keep=new).logits  # (1, new, vocab)
+        targets = input_ids[:, next_target : end + 1].to(model.device)
+        nll_sum += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum").item()
+        scored += new
+        next_target = end + 1
+    assert scored == last, (scored, last)  # every token after the first, once
+    return nll_sum, scored, n_windows
 
 
 def main() -> None:
