@@ -82,7 +82,8 @@ class TrainingRun:
         if self.precision == "bf16":
             model.to(torch.bfloat16)
         if self.checkpointing:
-            model.activation_checkpointing_enable()
+            # named activation_checkpointing_enable since transformers 5.23 (the old name is deprecated there)
+            (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         autocast_dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(self.precision)
         scaler = torch.amp.GradScaler(self.device, enabled=self.precision == "fp16-mixed")

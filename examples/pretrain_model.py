@@ -33,7 +33,8 @@ def build_model(args: argparse.Namespace, tokenizer: Any) -> GPTCoreForCausalLM:
     if args.block_size > model.config.n_positions:
         raise ValueError(f"--block_size {args.block_size} exceeds the model's n_positions {model.config.n_positions}; lower it")
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # named activation_checkpointing_enable since transformers 5.23 (the old name is deprecated there)
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     return model
 
 

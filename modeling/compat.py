@@ -108,9 +108,11 @@ def create_causal_mask(
     attention_mask: torch.Tensor | None,
     cache: Cache | None,
     position_ids: torch.Tensor,
+    cache_position: torch.Tensor | None = None,
 ) -> Any:
     """transformers' causal mask for the configured attention implementation (None where the kernel's own
-    causal mode suffices). Releases differ in argument names and in whether `cache_position` is required."""
+    causal mode suffices). Releases differ in argument names, and until 5.9 require `cache_position` (the
+    indices of the new tokens in the cache), which their generate() passes to forward."""
     kwargs: dict[str, Any] = {
         "config": config,
         _MASK_EMBEDS_ARG: inputs_embeds,
@@ -119,14 +121,21 @@ def create_causal_mask(
         "position_ids": position_ids,
     }
     if "cache_position" in _MASK_PARAMS:
-        past = cache.get_seq_length() if cache is not None else 0
-        kwargs["cache_position"] = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
+        if cache_position is None:
+            past = cache.get_seq_length() if cache is not None else 0  # a tensor for static caches
+            cache_position = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past
+        kwargs["cache_position"] = cache_position
     return _create_causal_mask(**kwargs)
 
 
 def attention_function(config: Any, default: Callable) -> Callable:
-    """The attention function registered for `config._attn_implementation` (sdpa, flash, flex, paged...)."""
-    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, default)
+    """The attention function registered for `config._attn_implementation` (sdpa, flash, flex, paged...);
+    `default` for "eager". (`get_interface`, which validates the name, arrived after 5.0.)"""
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+        return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, default)
+    if config._attn_implementation in (None, "eager"):
+        return default
+    return ALL_ATTENTION_FUNCTIONS[config._attn_implementation]
 
 
 try:

@@ -276,7 +276,7 @@ class GPTTransformer(nn.Module):
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         past_len = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + inputs_embeds.size(1), device=inputs_embeds.device)
+            position_ids = torch.arange(inputs_embeds.size(1), device=inputs_embeds.device) + past_len
             position_ids = position_ids.unsqueeze(0)  # (1, T)
         check_positions(position_ids, self.config.n_positions, past_len if cache is not None else None)
         x = self.drop(inputs_embeds + self.wpe(position_ids))  # (B, T, C)

@@ -51,6 +51,10 @@ from .core import (
 )
 from .gpt2_checkpoint import HEADS, gpt2_state_to_gptcore, gptcore_config_kwargs_from_gpt2, load_weight_files
 
+# Releases before 5.24 copy only this file's *direct* relative imports when loading remote code, so every sibling
+# module used indirectly is imported here too.
+from .weight_mapping import apply_rules  # noqa: E402,F401  (used by gpt2_checkpoint)
+
 logger = logging.get_logger(__name__)
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
@@ -246,10 +250,12 @@ class GPTCoreModel(GPTCorePreTrainedModel):
 
         if position_ids is None:
             past_len = cache.get_seq_length() if cache is not None else 0
-            position_ids = torch.arange(past_len, past_len + seq_len, device=inputs_embeds.device).unsqueeze(0)
+            position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
         if attention_mask is not None and attention_mask.dim() == 2:
             check_attention_mask(attention_mask, batch, seq_len, cache)
-        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
+        mask = create_causal_mask(
+            self.config, inputs_embeds, attention_mask, cache, position_ids, kwargs.get("cache_position")
+        )
         hidden_states = GPTTransformer.forward(
             self,
             inputs_embeds=inputs_embeds,

@@ -91,7 +91,7 @@ def test_run_leaves_a_loadable_model_and_its_report(reference: tuple[Path, subpr
     assert (out / "final" / "model.safetensors").is_file() and model.config.n_embd == 32
     ids = tokenizer("Alice", return_tensors="pt").input_ids
     with torch.no_grad():
-        assert model.generate(ids, max_new_tokens=3, do_sample=False).shape == (1, ids.size(1) + 3)
+        assert model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (1, ids.size(1) + 3)
 
 
 def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
