@@ -74,8 +74,13 @@ def locate(src: str, filename: str, hub_kwargs: dict[str, Any], required: bool =
         return None
     from transformers.utils import cached_file  # imported late so tests can stand in for the Hub
 
+    from gptcore.modeling.compat import optional_cached_file
+
     try:
-        path = cached_file(src, filename, _raise_exceptions_for_missing_entries=required, **hub_kwargs)
+        if required:
+            path = cached_file(src, filename, **hub_kwargs)
+        else:
+            path = optional_cached_file(src, filename, **hub_kwargs)
     except OSError as err:  # transformers raises OSError for "no such repo/file" and for network failures
         raise FileNotFoundError(f"could not get {filename} from {src!r} (local path or Hub repo): {err}") from err
     if path is None and required:  # cached_file returns None for a missing config.json even when asked to raise

@@ -5,13 +5,16 @@ saved with remote code carries this folder's files frozen into it. So the wrappe
 internals only from here, and each entry below adapts to the installed release by looking for the
 feature itself, never by comparing version strings. A new release is met by editing this file alone.
 
-Entries (and which releases need what) — see each definition:
-- the name of the KV-cache argument and output field (`cache` from 5.24, `past_key_values` before);
-- output capturing (`capture_outputs`/`OutputRecorder`, or the older `check_model_inputs`);
-- `create_causal_mask` (its cache argument was renamed with the rest);
-- the attention-function registry, the gradient-checkpointing layer base class;
-- the identity of transformers' default causal-LM loss (the fused training loss reproduces it);
-- `cached_file`'s private "return None when the file is absent" switch.
+Entries, and the releases that need each (gptcore supports transformers 5.0.0 and newer 5.x):
+- the KV cache's forward argument and output field: `cache` from 5.24, `past_key_values` in 5.0-5.23; the
+  wrapper takes `cache` and accepts the old name from callers of any release;
+- output capturing: `utils.output_capturing.capture_outputs` from 5.2, `utils.generic.check_model_inputs`
+  in 5.0-5.1 (the same decorator under its old name);
+- `create_causal_mask`: `input_embeds` in 5.0-5.1, `cache_position` required in 5.0-5.3 (accepted until 5.8),
+  `past_key_values` renamed `cache` in 5.24;
+- the attention registry: `get_interface` from 5.1, indexing by name in 5.0;
+- `GradientCheckpointingLayer` (all 5.x), the identity of the default causal-LM loss (all 5.x), and
+  `cached_file`'s private "None when absent" switch (all 5.x): one place to change when they move.
 """
 
 from __future__ import annotations
@@ -23,13 +26,11 @@ from typing import Any, Callable
 
 import torch
 from transformers import GenerationMixin
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask as _create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
 
-logger = logging.get_logger(__name__)
 
 # --- The KV cache's name -------------------------------------------------------------------------------------
 # transformers 5.24 renamed the forward argument and the output field `past_key_values` -> `cache`; generate()
@@ -73,28 +74,16 @@ def output_cache(outputs: Any) -> Cache | None:
     return getattr(outputs, CACHE_FIELD, None)
 
 
-def new_dynamic_cache(config: Any) -> Cache:
-    """An empty DynamicCache (the `config=` argument appeared during 5.x: older releases take none)."""
-    if "config" in inspect.signature(DynamicCache.__init__).parameters:
-        return DynamicCache(config=config)
-    return DynamicCache()
-
-
 # --- Output capturing ----------------------------------------------------------------------------------------
 # `output_hidden_states` / `output_attentions` are served by hooks that transformers installs on the classes named
-# in `_can_record_outputs`. The decorator moved from `utils.generic.check_model_inputs` (a decorator factory) to
-# `utils.output_capturing.capture_outputs` (a plain decorator).
+# in `_can_record_outputs`.
 try:
     from transformers.utils.output_capturing import OutputRecorder, capture_outputs
-except ImportError:  # older releases
-    from transformers.utils.generic import OutputRecorder, check_model_inputs
+except ImportError:  # 5.0-5.1
+    from transformers.utils.generic import OutputRecorder  # type: ignore[no-redef]
+    from transformers.utils.generic import check_model_inputs as capture_outputs  # type: ignore[no-redef]
 
-    capture_outputs = check_model_inputs() if "func" not in inspect.signature(check_model_inputs).parameters else check_model_inputs
-
-try:
-    from transformers.utils import can_return_tuple
-except ImportError:  # pragma: no cover - older releases keep it in utils.generic
-    from transformers.utils.generic import can_return_tuple
+from transformers.utils import can_return_tuple  # noqa: E402
 
 # --- Masks and attention -------------------------------------------------------------------------------------
 _MASK_PARAMS = inspect.signature(_create_causal_mask).parameters
@@ -111,7 +100,7 @@ def create_causal_mask(
     cache_position: torch.Tensor | None = None,
 ) -> Any:
     """transformers' causal mask for the configured attention implementation (None where the kernel's own
-    causal mode suffices). Releases differ in argument names, and until 5.9 require `cache_position` (the
+    causal mode suffices). Releases differ in argument names, and 5.0-5.3 require `cache_position` (the
     indices of the new tokens in the cache), which their generate() passes to forward."""
     kwargs: dict[str, Any] = {
         "config": config,

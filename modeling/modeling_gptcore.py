@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import DynamicCache, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -35,7 +35,6 @@ from .compat import (
     capture_outputs,
     create_causal_mask,
     is_default_causal_lm_loss,
-    new_dynamic_cache,
     output_cache,
 )
 from .configuration_gptcore import GPTCoreConfig
@@ -51,8 +50,8 @@ from .core import (
 )
 from .gpt2_checkpoint import HEADS, gpt2_state_to_gptcore, gptcore_config_kwargs_from_gpt2, load_weight_files
 
-# Releases before 5.24 copy only this file's *direct* relative imports when loading remote code, so every sibling
-# module used indirectly is imported here too.
+# Releases before 5.10 copy only this file's *direct* relative imports when loading remote code, so
+# every sibling module used indirectly is imported here too.
 from .weight_mapping import apply_rules  # noqa: E402,F401  (used by gpt2_checkpoint)
 
 logger = logging.get_logger(__name__)
@@ -246,7 +245,7 @@ class GPTCoreModel(GPTCorePreTrainedModel):
             logger.warning_once("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False")
             use_cache = False
         if use_cache and cache is None:
-            cache = new_dynamic_cache(self.config)
+            cache = DynamicCache(config=self.config)
 
         if position_ids is None:
             past_len = cache.get_seq_length() if cache is not None else 0

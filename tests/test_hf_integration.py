@@ -127,16 +127,3 @@ def test_sequence_classification_pools_last_real_token():
         model(right, attention_mask=torch.zeros_like(right))
 
 
-def test_pipeline_text_generation(tmp_path):
-    from transformers import pipeline
-
-    from gptcore.tokenization import gpt2_tokenizer
-
-    tokenizer = gpt2_tokenizer()
-    torch.manual_seed(0)
-    model = GPTCoreForCausalLM(tiny_config(vocab_size=len(tokenizer), n_positions=64, pad_token_id=None))
-    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    out = generator("Hello world", max_new_tokens=5, do_sample=False)
-    assert out[0]["generated_text"].startswith("Hello world")
-    ids = tokenizer(out[0]["generated_text"])["input_ids"]
-    assert len(ids) > len(tokenizer("Hello world")["input_ids"])

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
+    DynamicCache,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
     Trainer,
@@ -59,7 +60,7 @@ def test_forward_takes_the_cache_under_both_names_and_returns_it_under_the_relea
             assert getattr(rest, compat.CACHE_FIELD).get_seq_length() == 6, name
             torch.testing.assert_close(rest.logits, full[:, 4:], atol=TOL, rtol=0)
         with pytest.raises(ValueError, match="pass the KV cache once"):
-            ours(ids, cache=compat.new_dynamic_cache(ours.config), past_key_values=compat.new_dynamic_cache(ours.config))
+            ours(ids, cache=DynamicCache(config=ours.config), past_key_values=DynamicCache(config=ours.config))
 
 
 def test_trainer_predictions_leave_the_cache_out(tmp_path):
