@@ -178,7 +178,8 @@ class GPTCorePreTrainedModel(PreTrainedModel):
         cls, path: str, gpt2_config: dict[str, Any], hub_kwargs: dict[str, Any], model_args: tuple, kwargs: dict[str, Any]
     ) -> Any:
         # dtype is an argument of loading, not a config field ("auto": the dtype the weights are stored in).
-        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)  # the old name, still accepted
+        dtype = dtype or torch_dtype
         config_kwargs = gptcore_config_kwargs_from_gpt2(gpt2_config)
         config, kwargs = cls.config_class.from_dict(config_kwargs, return_unused_kwargs=True, **kwargs)
         source = load_weight_files(path, **hub_kwargs)
@@ -260,7 +261,7 @@ class GPTCoreModel(GPTCorePreTrainedModel):
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             attention_mask=mask,
-            cache=cache if use_cache or cache is not None else None,
+            cache=cache,
             attention_fn=attention_function(self.config, eager_attention),
             **kwargs,
         )
