@@ -363,11 +363,8 @@ class LMHeadCrossEntropy(torch.autograd.Function):
     forward pass keeps only the logits (which the caller returns anyway) and one log-sum-exp per position;
     the backward pass rebuilds `softmax - one_hot` a slice of the vocabulary at a time and multiplies each
     slice straight into the gradients of `x` and `weight`. A gradient that reaches the returned logits
-    through some other use of them is added slice by slice, so the logits stay an ordinary output.
-
-    The product is computed as `weight @ x.T`, vocabulary-major (on CPU, BLAS blocks that shape better
-    than `x @ weight.T`), and the logits are returned in `nn.Linear`'s row-major (N, V) layout, so a caller
-    sees the same tensor whether or not a loss was asked for.
+    through some other use of them is added slice by slice, so the logits stay an ordinary output, in
+    `nn.Linear`'s layout.
 
     x: (N, C); weight: (V, C); targets: (N,) with `ignore_index` for positions without a target.
     Returns logits (N, V) in x's dtype and the loss summed over the positions with a target.
@@ -376,17 +373,16 @@ class LMHeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> Any:
         ctx.set_materialize_grads(False)  # a None gradient means "the logits were not used"
-        logits_t = weight @ x.t()  # (V, N)
-        acc = torch.promote_types(logits_t.dtype, torch.float32)  # softmax in fp32 even for bf16 logits
-        width = _slice_width(*logits_t.shape)
-        top = logits_t.amax(dim=0).to(acc)  # (N,) log-sum-exp = top + log(sum(exp(logits - top)))
-        total = sum((part.to(acc) - top).exp_().sum(dim=0) for part in logits_t.split(width))
+        logits = x @ weight.t()  # (N, V)
+        acc = torch.promote_types(logits.dtype, torch.float32)  # softmax in fp32 even for bf16 logits
+        width = _slice_width(*logits.shape[::-1])
+        top = logits.amax(dim=1).to(acc)  # (N,) log-sum-exp = top + log(sum(exp(logits - top)))
+        total = sum((part.to(acc) - top[:, None]).exp_().sum(dim=1) for part in logits.split(width, dim=1))
         lse = top + torch.log(total)  # (N,)
         has_target = targets != ignore_index
         safe_targets = targets.masked_fill(~has_target, 0)
-        target_logits = logits_t.gather(0, safe_targets[None, :]).squeeze(0).to(acc)  # (N,)
+        target_logits = logits.gather(1, safe_targets[:, None]).squeeze(1).to(acc)  # (N,)
         loss = torch.where(has_target, lse - target_logits, 0.0).sum()
-        logits = logits_t.t().contiguous()  # (N, V); the vocabulary-major copy is freed here
         ctx.save_for_backward(x, weight, logits, lse, safe_targets, has_target)
         return logits, loss
 
@@ -395,28 +391,28 @@ class LMHeadCrossEntropy(torch.autograd.Function):
         x, weight, logits, lse, safe_targets, has_target = ctx.saved_tensors
         n, vocab = logits.shape
         # d(loss)/d(logit) = grad_loss * (softmax - one_hot) on positions with a target, else 0.
-        scale = has_target * (grad_loss.to(lse.dtype) if grad_loss is not None else 0.0)  # (N,)
+        scale = (has_target * (grad_loss.to(lse.dtype) if grad_loss is not None else 0.0))[:, None]  # (N, 1)
         grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
         grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         width = _slice_width(vocab, n)
         for start in range(0, vocab, width):
             end = min(vocab, start + width)
-            g = (logits[:, start:end].t().to(lse.dtype) - lse).exp_().mul_(scale)  # (width, N) scaled softmax
-            in_slice = (safe_targets >= start) & (safe_targets < end)
-            row = (safe_targets - start).clamp(0, end - start - 1)[None, :]
-            g.scatter_add_(0, row, -(scale * in_slice)[None, :])  # minus the one_hot
+            g = (logits[:, start:end].to(lse.dtype) - lse[:, None]).exp_().mul_(scale)  # (N, width) scaled softmax
+            in_slice = ((safe_targets >= start) & (safe_targets < end))[:, None]
+            column = (safe_targets - start).clamp(0, end - start - 1)[:, None]
+            g.scatter_add_(1, column, -(scale * in_slice))  # minus the one_hot
             if grad_logits is not None:
-                g += grad_logits[:, start:end].t()
+                g += grad_logits[:, start:end]
             g = g.to(weight.dtype)
             if grad_x is not None:
-                grad_x.addmm_(g.t(), weight[start:end])  # (N, C)
+                grad_x.addmm_(g, weight[start:end])  # (N, C)
             if grad_weight is not None:
-                torch.mm(g, x, out=grad_weight[start:end])  # (width, C)
+                torch.mm(g.t(), x, out=grad_weight[start:end])  # (width, C)
         return grad_x, grad_weight, None, None
 
 
 def _slice_width(vocab: int, n: int) -> int:
-    """Vocabulary rows per slice: about _CHUNK_ELEMENTS elements, but at least 1024 rows per matmul."""
+    """Vocabulary entries per slice: about _CHUNK_ELEMENTS logits, but at least 1024 entries per matmul."""
     return min(vocab, max(1024, _CHUNK_ELEMENTS // n))
 
 
