@@ -70,6 +70,7 @@ def test_trainer_predictions_leave_the_cache_out(tmp_path):
     model = GPTCoreForCausalLM(tiny_config())
     data = [{"input_ids": torch.randint(1, 97, (8,)), "labels": torch.randint(1, 97, (8,))} for _ in range(3)]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=3, report_to=[], use_cpu=True)
+    args.use_cache = True  # releases with this argument (default False) set config.use_cache from it; others keep True
     predictions = Trainer(model=model, args=args).predict(data).predictions
     assert not isinstance(predictions, tuple)
     assert predictions.shape == (3, 8, 97)
