@@ -17,7 +17,7 @@ from transformers import GenerationConfig
 from gptcore.modeling import GPTCoreConfig
 from gptcore.modeling.gpt2_checkpoint import HF_GPT2_RULES
 from gptcore.modeling.gpt2_checkpoint import expected_shapes
-from gptcore.modeling.weight_mapping import Rule, apply_rules, check_shapes, head_is_tied  # noqa: F401  (re-exported)
+from gptcore.modeling.weight_mapping import Rule, apply_rules, check_shapes
 
 logger = logging.getLogger(__name__)
 

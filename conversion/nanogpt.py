@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from gptcore.modeling import GPTCoreConfig
+from gptcore.modeling.weight_mapping import head_is_tied
 
 from .checkpoint import (
     GPTCORE_RULES,
@@ -26,7 +27,6 @@ from .checkpoint import (
     SourceCheckpoint,
     as_state_dict,
     gpt2_sized_config,
-    head_is_tied,
     map_weights,
 )
 from .files import locate, torch_load_untrusted

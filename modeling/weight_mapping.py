@@ -77,7 +77,8 @@ def expand_rules(rules: Iterable[Rule], n_layer: int) -> list[Rule]:
 
 
 def _pattern(name: str) -> re.Pattern[str]:
-    return re.compile(re.escape(name).replace(re.escape("{i}"), r"\d+") + r"\Z")
+    """`name` as a regex; its `{i}` matches (and captures) a layer index."""
+    return re.compile(re.escape(name).replace(re.escape("{i}"), r"(\d+)") + r"\Z")
 
 
 def apply_rules(
@@ -137,12 +138,7 @@ def check_layer_count(
     state_dict: Mapping[str, torch.Tensor], rules: Sequence[Rule], n_layer: int, description: str
 ) -> None:
     """The layer indices present in the weights must be exactly 0 .. n_layer-1 of the config."""
-    patterns = [
-        re.compile(re.escape(name).replace(re.escape("{i}"), r"(\d+)") + r"\Z")
-        for rule in rules
-        for name in rule.source_names()
-        if "{i}" in name
-    ]
+    patterns = [_pattern(name) for rule in rules for name in rule.source_names() if "{i}" in name]
     found = {int(m.group(1)) for key in state_dict for p in patterns if (m := p.match(key))}
     if found and found != set(range(n_layer)):
         raise ValueError(
