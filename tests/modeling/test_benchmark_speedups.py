@@ -1,0 +1,147 @@
+"""The speed paths behind examples/benchmark.py compute exactly what the plain paths compute.
+
+- `lm_head_cross_entropy` (fused LM head + cross-entropy) against F.linear + F.cross_entropy;
+- GPTCoreForCausalLM's fused loss against transformers' `ForCausalLMLoss` on `self.lm_head(...)`
+  (labels with -100, shift_labels, num_items_in_batch: what Trainer's gradient accumulation relies on);
+- the (n_embd, vocab) head copy that generate() uses for single-token steps, including after the
+  weights change in place;
+- the decoding forward compiles to one graph (no graph breaks) with a StaticCache.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tests.oracle import gpt2_config, save_random_gpt2
+from transformers import StaticCache
+from transformers.loss.loss_utils import ForCausalLMLoss
+
+from gptcore.modeling import GPTCoreForCausalLM
+from gptcore.modeling.core import lm_head_cross_entropy, lm_head_logits
+
+
+@pytest.fixture
+def model(tmp_path):
+    save_random_gpt2(tmp_path / "gpt2", gpt2_config())
+    return GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2")
+
+
+@pytest.mark.parametrize("use_logits", [False, True])
+def test_fused_head_and_loss_match_linear_and_cross_entropy(use_logits, monkeypatch):
+    import gptcore.modeling.core as core
+
+    monkeypatch.setattr(core, "_CHUNK_ELEMENTS", 1000)  # several vocabulary slices, and a ragged last one
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2500, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 2500, (2, 7))
+    targets[0, :3] = -100
+
+    logits, loss = lm_head_cross_entropy(x, weight, targets)
+    ref_logits = F.linear(x, weight)
+    ref_loss = F.cross_entropy(ref_logits.flatten(0, 1), targets.flatten(), reduction="sum")
+    assert logits.shape == (2, 7, 2500)
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(loss, ref_loss)
+    # A second use of the logits sends its own gradient into the fused backward pass.
+    extra, ref_extra = ((logits.sin().sum(), ref_logits.sin().sum()) if use_logits else (0, 0))
+    grads = torch.autograd.grad(0.7 * loss + extra, (x, weight))
+    ref_grads = torch.autograd.grad(0.7 * ref_loss + ref_extra, (x, weight))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_lm_head_logits_is_linear():
+    x, weight = torch.randn(3, 5, 8), torch.randn(40, 8)
+    out = lm_head_logits(x, weight)
+    torch.testing.assert_close(out, F.linear(x, weight))
+    assert out.is_contiguous()
+
+
+def _loss_and_grads(model, **kwargs):
+    model.zero_grad(set_to_none=True)
+    out = model(**kwargs)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["mean", "ignored_labels", "num_items_tensor", "num_items_int", "shift_labels"],
+)
+def test_fused_causal_lm_loss_matches_transformers_loss(model, case):
+    torch.manual_seed(0)
+    model.train()  # dropout is 0 in the tiny config: both passes see the same computation
+    ids = torch.randint(0, model.config.vocab_size, (3, 11))
+    kwargs = {"input_ids": ids, "labels": ids.clone()}
+    if case != "mean":
+        kwargs["labels"][0, :4] = -100
+        kwargs["labels"][2, 7:] = -100
+    if case == "num_items_tensor":
+        kwargs["num_items_in_batch"] = torch.tensor(50)
+    if case == "num_items_int":
+        kwargs["num_items_in_batch"] = 41
+    if case == "shift_labels":
+        shifted = F.pad(kwargs["labels"], (0, 1), value=-100)[:, 1:].contiguous()
+        kwargs["shift_labels"] = shifted
+        kwargs["labels"] = torch.full_like(ids, 7)  # ignored when shift_labels is given
+
+    fused, fused_grads = _loss_and_grads(model, **kwargs)
+    model.loss_function = lambda *args, **kw: ForCausalLMLoss(*args, **kw)  # not the default: the plain path
+    plain, plain_grads = _loss_and_grads(model, **kwargs)
+
+    torch.testing.assert_close(fused.loss, plain.loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused.logits, plain.logits, rtol=1e-5, atol=1e-5)
+    assert fused.logits.view(-1, model.config.vocab_size).shape == (33, model.config.vocab_size)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fused_loss_with_nothing_to_count_is_nan_like_transformers(model):
+    ids = torch.randint(0, model.config.vocab_size, (2, 5))
+    labels = torch.full_like(ids, -100)
+    assert torch.isnan(model(input_ids=ids, labels=labels).loss)
+    model.loss_function = lambda *args, **kw: ForCausalLMLoss(*args, **kw)
+    assert torch.isnan(model(input_ids=ids, labels=labels).loss)
+
+
+def test_fused_loss_under_bf16_autocast_matches_plain(model):
+    ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = model(input_ids=ids, labels=ids)
+        model.loss_function = lambda *args, **kw: ForCausalLMLoss(*args, **kw)
+        plain = model(input_ids=ids, labels=ids)
+    assert fused.logits.dtype == plain.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(fused.loss, plain.loss, rtol=2e-2, atol=2e-2)
+
+
+def test_generate_single_token_head_follows_weight_changes(model):
+    model.eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, 5))
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+
+    def check():
+        out = model.generate(prompt, **kwargs)
+        assert out.sequences.shape == (1, 11)
+        with torch.no_grad():  # the plain forward over the whole generated text gives the same step logits
+            full = model(out.sequences).logits[:, 4:-1]
+        torch.testing.assert_close(torch.stack(out.logits, dim=1), full, rtol=1e-4, atol=1e-4)
+
+    check()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.5)  # in place (as an optimizer step would): the head copy must follow
+    check()
+
+
+def test_decoding_step_compiles_without_graph_breaks(model):
+    model.eval()
+    cache = StaticCache(config=model.config, max_cache_len=16)
+    ids = torch.randint(0, model.config.vocab_size, (1, 4))
+    with torch.no_grad():
+        model(ids, past_key_values=cache, use_cache=True)
+        step = torch.randint(0, model.config.vocab_size, (1, 1))
+        explained = torch._dynamo.explain(model)(
+            step, past_key_values=cache, use_cache=True, position_ids=torch.tensor([[4]]), attention_mask=torch.ones(1, 16, dtype=torch.long)
+        )
+    assert explained.graph_break_count == 0, [str(b.reason)[:300] for b in explained.break_reasons]
