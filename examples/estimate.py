@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from memory_estimates import PRECISIONS, Shape, flops_per_token, inference_memory, training_memory
-from model_args import ModelArguments, load_config, parse_args
+from gptcore.training.memory import PRECISIONS, Shape, flops_per_token, inference_memory, training_memory
+from gptcore.training.arguments import ModelArguments, load_config, parse_args
 
 from gptcore.modeling import GPTCoreConfig
 

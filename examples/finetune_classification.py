@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from data_files import BUNDLED_DATA, load_rows, map_in_memory, require_columns, split_train_validation_test
+from gptcore.training.text_data import BUNDLED_DATA, load_rows, map_in_memory, require_columns, split_train_validation_test
 from datasets import ClassLabel, Dataset, DatasetDict
-from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
-from trainer_runs import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
+from gptcore.training.arguments import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
+from gptcore.training.finetuning import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
 from transformers import DataCollatorWithPadding, EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from gptcore.modeling import GPTCoreForSequenceClassification

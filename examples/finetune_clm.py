@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import chain
 
-from data_files import load_rows, require_columns
-from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
-from trainer_runs import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
+from gptcore.training.text_data import load_rows, require_columns
+from gptcore.training.arguments import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
+from gptcore.training.finetuning import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
 from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM

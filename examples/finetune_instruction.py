@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from data_files import BUNDLED_DATA, load_rows, map_in_memory, require_columns, split_train_validation_test
+from gptcore.training.text_data import BUNDLED_DATA, load_rows, map_in_memory, require_columns, split_train_validation_test
 from datasets import Dataset, DatasetDict
-from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
+from gptcore.training.arguments import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
 from tqdm.auto import tqdm
-from trainer_runs import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
+from gptcore.training.finetuning import OutputArguments, check_output_dir, setup_logging, train_and_evaluate
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM

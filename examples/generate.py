@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
+from gptcore.training.arguments import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
 from transformers import GenerationConfig, TextStreamer, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM

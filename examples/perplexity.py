@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from data_files import load_rows, require_columns
-from model_args import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
+from gptcore.training.text_data import load_rows, require_columns
+from gptcore.training.arguments import ModelArguments, check_vocab_fits, load_model, load_tokenizer, parse_args
 from tqdm.auto import tqdm
 
 from gptcore.modeling import GPTCoreForCausalLM

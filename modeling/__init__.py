@@ -9,6 +9,7 @@ from transformers import (
 
 from .configuration_gptcore import GPTCoreConfig
 from .core import GPT, GPTConfig, KVCache
+from .presets import PRESETS, preset_config
 from .modeling_gptcore import (
     GPTCoreForCausalLM,
     GPTCoreForSequenceClassification,
@@ -37,4 +38,6 @@ __all__ = [
     "GPTCoreModel",
     "GPTCoreForCausalLM",
     "GPTCoreForSequenceClassification",
+    "PRESETS",
+    "preset_config",
 ]

@@ -11,9 +11,9 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-from data_files import load_rows, require_columns  # noqa: E402
+from gptcore.training.text_data import load_rows, require_columns  # noqa: E402
 from finetune_instruction import DataArguments, load_splits  # noqa: E402
-from pretrain_data import load_text_datasets, pack_into_blocks, tokenize_documents  # noqa: E402
+from gptcore.training.lm_data import load_text_datasets, pack_into_blocks, tokenize_documents  # noqa: E402
 
 from gptcore.tokenization import gpt2_tokenizer  # noqa: E402
 

@@ -54,7 +54,7 @@ def test_non_empty_output_dir_is_refused_unless_overwrite(script, tiny_gptcore_c
 def test_overwrite_output_dir_or_resuming_lets_a_run_use_a_non_empty_dir(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     from transformers import TrainingArguments
-    from trainer_runs import OutputArguments, check_output_dir
+    from gptcore.training.finetuning import OutputArguments, check_output_dir
 
     (tmp_path / "checkpoint-10").mkdir()
     check_output_dir(TrainingArguments(output_dir=str(tmp_path)), OutputArguments(overwrite_output_dir=True))

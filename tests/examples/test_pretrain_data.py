@@ -14,16 +14,16 @@ from datasets import Dataset
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-from pretrain_args import parse_args  # noqa: E402
-from pretrain_checkpoints import COMPLETE_MARKER, TrainingProgress, prune_checkpoints, resolve_checkpoint  # noqa: E402
-from pretrain_data import (  # noqa: E402
+from gptcore.training.pretraining.cli import parse_args  # noqa: E402
+from gptcore.training.pretraining.checkpoints import COMPLETE_MARKER, TrainingProgress, prune_checkpoints, resolve_checkpoint  # noqa: E402
+from gptcore.training.lm_data import (  # noqa: E402
     document_position_ids,
     pack_into_blocks,
     split_validation,
     tokenize_documents,
     unigram_baseline,
 )
-from pretrain_model import parameter_groups  # noqa: E402
+from gptcore.training.pretraining.model import parameter_groups  # noqa: E402
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM  # noqa: E402
 from gptcore.tokenization import gpt2_tokenizer  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
 
-BUNDLED_DATA = Path(__file__).parent / "data"
+BUNDLED_DATA = Path(__file__).resolve().parents[1] / "data"
 _TEXT_SUFFIXES = (".txt", ".text", ".md")
 _TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _JSON_SUFFIXES = (".json", ".jsonl")

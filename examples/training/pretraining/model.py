@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from model_args import check_vocab_fits, load_model, parse_config_overrides
+from gptcore.training.arguments import check_vocab_fits, load_model, parse_config_overrides
 from torch import nn
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM

@@ -15,10 +15,10 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from data_files import non_blank_lines
+from gptcore.training.text_data import non_blank_lines
 from datasets import Dataset, IterableDataset, load_dataset
 
-BUNDLED_CORPUS_DIR = Path(__file__).parent / "data" / "corpus"
+BUNDLED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "data" / "corpus"
 BUNDLED_CORPUS = sorted(str(path) for path in BUNDLED_CORPUS_DIR.glob("*.txt"))
 # Counting token frequencies is one pass over the data; past this many tokens the estimate stops improving.
 UNIGRAM_MAX_TRAIN_TOKENS = 10_000_000

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedTokenizerBase
 
-from gptcore.modeling import GPTCoreConfig, GPTCorePreTrainedModel
+from gptcore.modeling import PRESETS, GPTCoreConfig, GPTCorePreTrainedModel, preset_config
 from gptcore.tokenization import gpt2_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,18 @@ class ModelArguments:
             "`python -m gptcore.conversion`."
         },
     )
+    config: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Without --model_name_or_path: start from random weights of this size, one of {', '.join(PRESETS)}, "
+            "or a config.json (default: the script's, cpu-small unless its help says otherwise)."
+        },
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={
-            "help": "Without --model_name_or_path: start from random weights, GPT-2 small's config with these "
-            "fields changed, e.g. 'n_layer=2,n_head=2,n_embd=64'. Useful for smoke tests, not for results."
+            "help": "Without --model_name_or_path: change fields of --config, e.g. 'n_layer=2,n_head=2,n_embd=64' "
+            "(GPT-2's field names; any GPTCoreConfig field)."
         },
     )
     tokenizer_name_or_path: str | None = field(
@@ -45,6 +52,11 @@ class ModelArguments:
             "help": "Tokenizer folder or Hub id. Default: the checkpoint's own tokenizer, else gptcore's bundled GPT-2 one."
         },
     )
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the model starts from random weights (a size was named) rather than a checkpoint."""
+        return self.model_name_or_path is None and (self.config is not None or self.config_overrides is not None)
 
 
 def parse_args(*dataclass_types: type) -> tuple[Any, ...]:
@@ -84,28 +96,41 @@ def _missing_checkpoint(path: str) -> FileNotFoundError:
     )
 
 
-def load_config(args: ModelArguments, **config_kwargs: Any) -> GPTCoreConfig:
-    """The checkpoint's config, or (with --config_overrides only) a fresh one, with `config_kwargs` applied."""
-    if args.model_name_or_path and args.config_overrides:
-        raise ValueError("pass --model_name_or_path or --config_overrides, not both (overrides are for random init)")
-    if args.config_overrides:
-        return GPTCoreConfig(**{**parse_config_overrides(args.config_overrides), **config_kwargs})
-    if not args.model_name_or_path:
+def load_config(
+    args: ModelArguments, default_config: str = "cpu-small", defaults: dict[str, Any] | None = None, **config_kwargs: Any
+) -> GPTCoreConfig:
+    """The checkpoint's config, or for random weights --config (a preset or a JSON file; `default_config` when not
+    given) with `defaults` (a script's choices, e.g. no dropout), then --config_overrides, then `config_kwargs`
+    (what the script must set, e.g. the number of labels) applied in that order."""
+    if args.model_name_or_path and (args.config or args.config_overrides):
+        raise ValueError("--model_name_or_path brings its own config; drop --config/--config_overrides (they are for random weights)")
+    if args.model_name_or_path:
+        try:
+            return GPTCoreConfig.from_pretrained(args.model_name_or_path, **config_kwargs)
+        except OSError:
+            raise _missing_checkpoint(args.model_name_or_path) from None
+    name = args.config or default_config
+    if name in PRESETS:
+        base = preset_config(name).to_dict()
+    elif Path(name).is_file():
+        base = GPTCoreConfig.from_json_file(name).to_dict()
+    else:
+        raise FileNotFoundError(f"--config {name!r} is neither a model size ({', '.join(PRESETS)}) nor an existing JSON file")
+    overrides = parse_config_overrides(args.config_overrides) if args.config_overrides else {}
+    return GPTCoreConfig.from_dict({**base, **(defaults or {}), **overrides, **config_kwargs})  # validates every field
+
+
+def load_model(model_class: type[M], args: ModelArguments, defaults: dict[str, Any] | None = None, **config_kwargs: Any) -> M:
+    """`model_class` from the checkpoint (gptcore or transformers GPT-2 layout), or randomly initialised when
+    --config/--config_overrides name a size (see `load_config`)."""
+    if not args.model_name_or_path and not args.random_init:
         raise ValueError(
             f"pass --model_name_or_path (e.g. {PRETRAIN_OUTPUT}, written by examples/pretrain.py), "
-            "or --config_overrides 'n_layer=2,n_head=2,n_embd=64' to start from random weights"
+            "or --config/--config_overrides (e.g. --config_overrides 'n_layer=2,n_head=2,n_embd=64') to start from random weights"
         )
-    try:
-        return GPTCoreConfig.from_pretrained(args.model_name_or_path, **config_kwargs)
-    except OSError:
-        raise _missing_checkpoint(args.model_name_or_path) from None
-
-
-def load_model(model_class: type[M], args: ModelArguments, **config_kwargs: Any) -> M:
-    """`model_class` from the checkpoint (gptcore or transformers GPT-2 layout), or randomly initialised."""
-    config = load_config(args, **config_kwargs)
-    if args.config_overrides:
-        logger.warning("starting from RANDOM weights (%s): results are only a smoke test", args.config_overrides)
+    if args.random_init:
+        config = load_config(args, defaults=defaults, **config_kwargs)
+        logger.warning("starting from RANDOM weights (%s): results are only a smoke test", args.config_overrides or args.config)
         return model_class(config)
     try:
         return model_class.from_pretrained(args.model_name_or_path, **config_kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pretrain_model import PRESETS
+from gptcore.training.pretraining.model import PRESETS
 
 # Arguments that fix which tokens each step sees; a resumed run must use the same ones.
 DATA_ORDER_ARGS = (
