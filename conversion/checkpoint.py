@@ -15,18 +15,15 @@ import torch
 from transformers import GenerationConfig
 
 from gptcore.modeling import GPTCoreConfig
-from gptcore.modeling.gpt2_checkpoint import HF_GPT2_RULES
-from gptcore.modeling.gpt2_checkpoint import expected_shapes
-from gptcore.modeling.weight_mapping import Rule, apply_rules, check_shapes
+from gptcore.modeling.gpt2_checkpoint import HF_GPT2_RULES, expected_shapes
+from gptcore.modeling.weight_mapping import Rule, apply_rules, check_shapes, layer_names
+from gptcore.tokenization import END_OF_TEXT_ID
 
 logger = logging.getLogger(__name__)
 
 # Our own layout, as a table: every name maps to itself. Derived from the GPT-2 table (whose targets
 # are our names) so the list of gptcore tensors is written down once.
 GPTCORE_RULES: list[Rule] = [Rule(rule.target, rule.target, "copy", rule.optional) for rule in HF_GPT2_RULES]
-
-# GPT-2 tokenizer ids; a model with a smaller vocabulary has no such tokens.
-GPT2_EOS_ID = 50256
 
 
 @dataclass
@@ -65,7 +62,7 @@ def gpt2_sized_config(
 ) -> GPTCoreConfig:
     """Config for a layout that records only GPT-2's sizes: LayerNorm eps 1e-5, one dropout rate, and
     `<|endoftext|>` as bos/eos when the vocabulary is GPT-2's (or a padded superset of it)."""
-    token = GPT2_EOS_ID if vocab_size > GPT2_EOS_ID else None
+    token = END_OF_TEXT_ID if vocab_size > END_OF_TEXT_ID else None  # a smaller vocabulary has no such token
     return GPTCoreConfig(
         vocab_size=vocab_size,
         n_positions=n_positions,
@@ -107,11 +104,8 @@ def map_weights(
     shapes = expected_shapes(config, include_lm_head=not config.tie_word_embeddings)  # a tied head is wte
     dtype = converted["transformer.wte.weight"].dtype
     for pattern in zero_filled:
-        for name in _expand(pattern, config.n_layer):
+        for name in layer_names(pattern, config.n_layer):
             converted[name] = torch.zeros(shapes[name], dtype=dtype)
     check_shapes(converted, shapes, description)
     return converted
 
-
-def _expand(pattern: str, n_layer: int) -> list[str]:
-    return [pattern.format(i=i) for i in range(n_layer)] if "{i}" in pattern else [pattern]

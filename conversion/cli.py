@@ -10,7 +10,7 @@ import transformers
 
 from .convert import DTYPES, TARGETS, convert
 from .formats import FORMATS, formats_help
-from .llms_from_scratch import BOOK_MODEL_CONFIGS
+from .llms_from_scratch import BOOK_MODELS
 
 _DESCRIPTION = """\
 Convert GPT-2-architecture weights into a gptcore checkpoint folder (or back into a plain transformers
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-config",
         metavar="NAME_OR_JSON",
-        help=f"llms-from-scratch only: the book's model name ({', '.join(map(repr, BOOK_MODEL_CONFIGS))}) "
+        help=f"llms-from-scratch only: the book's model name ({', '.join(map(repr, BOOK_MODELS))}) "
         "or a JSON file with its config dict; default: config.json next to the weights",
     )
     parser.add_argument("--revision", help="Hub sources: branch, tag or commit to download")

@@ -15,17 +15,15 @@ from typing import Any
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
-from gptcore.modeling.gpt2_checkpoint import HF_GPT2_RULES
+from gptcore.modeling.gpt2_checkpoint import FILE_KEYS, HF_GPT2_RULES
 from gptcore.modeling.weight_mapping import apply_rules, reverse_rules
 
 logger = logging.getLogger(__name__)
 
-# Keys describing gptcore's saved file rather than the model; GPT2Config sets its own.
-_GPTCORE_ONLY_KEYS = ("model_type", "architectures", "auto_map", "transformers_version")
-
 
 def gpt2_config_from_gptcore(config: GPTCoreConfig) -> GPT2Config:
-    return GPT2Config.from_dict({k: v for k, v in config.to_dict().items() if k not in _GPTCORE_ONLY_KEYS})
+    """The same fields (GPT-2's names) in a GPT2Config, which records its own model type, classes and dtype."""
+    return GPT2Config.from_dict({k: v for k, v in config.to_dict().items() if k not in FILE_KEYS})
 
 
 def to_hf_gpt2(model: GPTCoreForCausalLM) -> GPT2LMHeadModel:

@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from huggingface_hub import ModelCard, constants
 
 from gptcore.tokenization import gpt2_tokenizer
@@ -81,9 +80,9 @@ def locate(src: str, filename: str, hub_kwargs: dict[str, Any], required: bool =
             path = cached_file(src, filename, **hub_kwargs)
         else:
             path = optional_cached_file(src, filename, **hub_kwargs)
-    except OSError as err:  # transformers raises OSError for "no such repo/file" and for network failures
+    except OSError as err:  # "no such repo or file" and network failures alike
         raise FileNotFoundError(f"could not get {filename} from {src!r} (local path or Hub repo): {err}") from err
-    if path is None and required:  # cached_file returns None for a missing config.json even when asked to raise
+    if path is None and required:  # a missing file may come back as None rather than as an error
         raise FileNotFoundError(f"Hub repo {src!r} has no {filename}")
     return path
 
@@ -94,37 +93,6 @@ def read_json(path: str) -> Any:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"could not read {path}: {err}") from err
-
-
-def torch_load_untrusted(path: str) -> Any:
-    """A pickle-based checkpoint read with `weights_only=True`: data only, never code."""
-    try:
-        # mmap keeps a large checkpoint out of memory until its tensors are used.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):  # mmap needs torch's zip format; old-format files are read whole
-            raise _unreadable(path, err) from err
-    except Exception as err:  # torch/pickle errors do not name the file
-        raise _unreadable(path, err) from err
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise _unreadable(path, err) from err
-
-
-def _unreadable(path: str, err: Exception) -> ValueError:
-    message = str(err).strip()
-    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-    if refused:  # torch's own message goes on to suggest weights_only=False, which we never do
-        return ValueError(
-            f"{path} holds a pickled Python object of type {refused.group(1)}, which is refused: unpickling it "
-            "could run arbitrary code, so checkpoints are read with weights_only=True. If you trust the file, load "
-            "it where that class exists and re-save only tensors, dicts, lists, numbers and strings"
-        )
-    first_line = message.splitlines()[0] if message else type(err).__name__
-    return ValueError(
-        f"could not read {path}: {first_line}. The file is truncated or corrupt; re-download or re-save it"
-    )
 
 
 def tokenizer_writer(src: str, hub_kwargs: dict[str, Any], gpt2_by_default: bool) -> Callable[[str], None] | None:

@@ -8,9 +8,11 @@ from typing import Any
 
 from safetensors import safe_open
 
+from gptcore.modeling.gpt2_checkpoint import torch_load_untrusted
+
 from . import gptcore_folder, hf_gpt2, llms_from_scratch, nanogpt, openai_tf
 from .checkpoint import Format
-from .files import hub_file_names, locate, read_json, require_source, torch_load_untrusted
+from .files import hub_file_names, locate, read_json, require_source
 
 FORMATS: dict[str, Format] = {
     f.name: f
@@ -27,9 +29,12 @@ def get_format(name: str) -> Format:
 
 
 def formats_help() -> str:
-    """One indented, wrapped entry per format, for `--help` and error messages."""
+    """One indented, wrapped entry per format, for `--help` and error messages (names such as
+    `llms-from-scratch` are never broken at their hyphens)."""
     return "\n".join(
-        textwrap.fill(f.summary, 100, initial_indent=f"  {f.name:<19}", subsequent_indent=" " * 21)
+        textwrap.fill(
+            f.summary, 100, initial_indent=f"  {f.name:<19}", subsequent_indent=" " * 21, break_on_hyphens=False
+        )
         for f in FORMATS.values()
     )
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from gptcore.modeling import GPTCoreConfig
+from gptcore.modeling.gpt2_checkpoint import FILE_KEYS
 
 from .checkpoint import GPTCORE_RULES, Format, SourceCheckpoint, map_weights
 from .hf_gpt2 import folder_checkpoint, load_transformers_weights, read_config_json
 
-# Describe the saved file, not the model.
-_FILE_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "dtype", "torch_dtype")
-
 
 def read(src: str, hub_kwargs: dict[str, Any]) -> SourceCheckpoint:
     saved = read_config_json(src, hub_kwargs, GPTCoreConfig.model_type)
-    config = GPTCoreConfig.from_dict({k: v for k, v in saved.items() if k not in _FILE_KEYS})
+    config = GPTCoreConfig.from_dict({k: v for k, v in saved.items() if k not in FILE_KEYS})
     state = load_transformers_weights(src, hub_kwargs)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # tied: the head is wte, whether or not a copy was stored

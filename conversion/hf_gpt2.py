@@ -21,6 +21,7 @@ from gptcore.modeling.gpt2_checkpoint import gpt2_state_to_gptcore, gptcore_conf
 from .checkpoint import Format, SourceCheckpoint
 from .files import locate, read_json, source_license, tokenizer_writer
 
+
 def read_config_json(src: str, hub_kwargs: dict[str, Any], model_type: str) -> dict[str, Any]:
     """`config.json` of a transformers folder, which must declare `model_type`."""
     path = locate(src, "config.json", hub_kwargs)
@@ -39,7 +40,7 @@ def load_transformers_weights(src: str, hub_kwargs: dict[str, Any]) -> dict[str,
         return load_weight_files(src, **hub_kwargs)
     except FileNotFoundError:
         raise
-    except OSError as err:  # transformers' error for a shard listed in the index but not present
+    except OSError as err:  # a file that could not be fetched (from the Hub, or out of its cache)
         raise FileNotFoundError(f"weights of {src} are incomplete: {err}") from err
 
 

@@ -19,11 +19,12 @@ from typing import Any
 import torch
 
 from gptcore.modeling import GPTCoreConfig
-from gptcore.modeling.gpt2_checkpoint import read_tensor_file
+from gptcore.modeling.gpt2_checkpoint import read_tensor_file, torch_load_untrusted
+from gptcore.modeling.presets import preset_fields
 from gptcore.modeling.weight_mapping import Rule
 
 from .checkpoint import Format, SourceCheckpoint, as_state_dict, gpt2_sized_config, map_weights
-from .files import locate, read_json, torch_load_untrusted
+from .files import locate, read_json
 
 _QKV = ("W_query", "W_key", "W_value")
 # (book name, gptcore name, transform)
@@ -49,21 +50,21 @@ LLMS_FROM_SCRATCH_RULES: list[Rule] = [
 _QKV_BIAS = "transformer.h.{i}.attn.c_attn.bias"  # only stored when qkv_bias=True
 _IGNORED = ["trf_blocks.{i}.att.mask"]  # the causal-mask buffer
 
-# The book's configurations (chapter 5): a shared base plus the size of each GPT-2 model.
-BOOK_BASE_CONFIG = {"vocab_size": 50257, "context_length": 1024, "drop_rate": 0.0, "qkv_bias": True}
-BOOK_MODEL_CONFIGS = {
-    "gpt2-small (124M)": {"emb_dim": 768, "n_layers": 12, "n_heads": 12},
-    "gpt2-medium (355M)": {"emb_dim": 1024, "n_layers": 24, "n_heads": 16},
-    "gpt2-large (774M)": {"emb_dim": 1280, "n_layers": 36, "n_heads": 20},
-    "gpt2-xl (1558M)": {"emb_dim": 1600, "n_layers": 48, "n_heads": 25},
-}
-# The book's config key -> gpt2_sized_config argument; `qkv_bias` decides which table rows apply.
+# The book's config key -> gpt2_sized_config argument (GPTCoreConfig's field, except for the dropout rate);
+# `qkv_bias` decides which table rows apply.
 _BOOK_KEYS = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd", "n_layers": "n_layer",
               "n_heads": "n_head", "drop_rate": "dropout"}  # fmt: skip
 _CONFIG_KEYS = (*_BOOK_KEYS, "qkv_bias")
+# The book's names for GPT-2's four sizes (chapter 5) -> the preset holding those sizes.
+BOOK_MODELS = {
+    "gpt2-small (124M)": "gpt2",
+    "gpt2-medium (355M)": "gpt2-medium",
+    "gpt2-large (774M)": "gpt2-large",
+    "gpt2-xl (1558M)": "gpt2-xl",
+}
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 _HELP = (
-    f"pass model_config (--model-config): one of the book's model names {list(BOOK_MODEL_CONFIGS)} or a JSON file "
+    f"pass model_config (--model-config): one of the book's model names {list(BOOK_MODELS)} or a JSON file "
     f"with the keys {list(_CONFIG_KEYS)}"
 )
 
@@ -79,8 +80,8 @@ def book_config(
         if path is None:
             raise ValueError(f"{src} does not say how large the model is; {_HELP}")
         model_config = path
-    if isinstance(model_config, (str, os.PathLike)) and os.fspath(model_config) in BOOK_MODEL_CONFIGS:
-        return {**BOOK_BASE_CONFIG, **BOOK_MODEL_CONFIGS[os.fspath(model_config)]}
+    if isinstance(model_config, (str, os.PathLike)) and os.fspath(model_config) in BOOK_MODELS:
+        return book_model_config(os.fspath(model_config))
     if isinstance(model_config, (str, os.PathLike)):
         where = os.fspath(model_config)
         if not os.path.isfile(where):
@@ -92,6 +93,14 @@ def book_config(
             f"{where} must hold exactly the keys {list(_CONFIG_KEYS)} (the book's GPT config), found {found}"
         )
     return dict(model_config)
+
+
+def book_model_config(name: str) -> dict[str, Any]:
+    """The book's config dict of its model `name`, as chapter 5 sets it to load OpenAI's weights: GPT-2's sizes,
+    no dropout, and biases on the query/key/value projections."""
+    fields = preset_fields(BOOK_MODELS[name])
+    sizes = {theirs: fields[ours] for theirs, ours in _BOOK_KEYS.items() if ours in fields}
+    return {**sizes, "drop_rate": 0.0, "qkv_bias": True}
 
 
 def config_from_book(cfg: Mapping[str, Any]) -> GPTCoreConfig:

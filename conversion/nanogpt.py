@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from gptcore.modeling import GPTCoreConfig
+from gptcore.modeling.gpt2_checkpoint import torch_load_untrusted
 from gptcore.modeling.weight_mapping import head_is_tied
 
 from .checkpoint import (
@@ -29,7 +30,7 @@ from .checkpoint import (
     gpt2_sized_config,
     map_weights,
 )
-from .files import locate, torch_load_untrusted
+from .files import locate
 
 # model_args key -> gpt2_sized_config argument
 _ARG_NAMES = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_embd": "n_embd", "n_layer": "n_layer",

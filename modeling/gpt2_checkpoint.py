@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,13 +48,16 @@ HF_GPT2_IGNORED = ["transformer.h.{i}.attn.bias", "transformer.h.{i}.attn.masked
 # Task heads: GPT2LMHeadModel's `lm_head` (above) and GPT2ForSequenceClassification's `score`, named alike in gptcore.
 HEADS = ("lm_head.weight", "score.weight")
 
+# Keys of a saved config.json that describe the file (its format, the classes and library that wrote it, the
+# dtype it was stored in) rather than the model; a config read into another class leaves them behind.
+FILE_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "dtype", "torch_dtype")
 # GPT-2 config options that change the computation and that gptcore does not implement.
 _UNSUPPORTED_GPT2_OPTIONS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False}
-# Keys that describe the file rather than the model, or only matter to GPT2DoubleHeadsModel.
+# Dropped from a GPT-2 config: the file keys, options only GPT2DoubleHeadsModel reads, and the unsupported options
+# (checked first, so only their supported values are dropped).
 _DROPPED_GPT2_KEYS = {
-    "model_type", "architectures", "auto_map", "transformers_version", "n_ctx", "reorder_and_upcast_attn",
-    "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels", "dtype", "torch_dtype",
-    *_UNSUPPORTED_GPT2_OPTIONS,
+    *FILE_KEYS, "n_ctx", "reorder_and_upcast_attn", "summary_type", "summary_use_proj", "summary_activation",
+    "summary_proj_to_labels", *_UNSUPPORTED_GPT2_OPTIONS,
 }  # fmt: skip
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -143,19 +148,63 @@ def load_weight_files(folder_or_repo: str, **hub_kwargs: Any) -> dict[str, torch
 
 
 def read_tensor_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """One safetensors or pickle weight file; errors name the file."""
+    """One safetensors or pickle weight file holding a flat name -> tensor dict; errors name the file."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weight file {path} does not exist")
-    try:
-        if path.endswith(".safetensors"):
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the libraries' messages do not name the file
-        raise ValueError(
-            f"could not read weight file {path}: {err}. The file is truncated, corrupt, or (for pickle files) "
-            "contains objects other than tensors, which are refused for safety"
-        ) from err
+    if path.endswith(".safetensors"):
+        _require_file(path)
+        try:
+            state = load_file(path)
+        except Exception as err:  # the library's message does not name the file
+            raise _damaged(path, err, "safetensors") from err
+    else:
+        state = torch_load_untrusted(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a flat name -> tensor state dict")
     return state
+
+
+def torch_load_untrusted(path: str | os.PathLike) -> Any:
+    """A pickle-based file (what `torch.save` writes) read with `weights_only=True`: tensors, dicts, lists,
+    numbers and strings only, so a file carrying code is refused, never run. Errors are ValueErrors naming the file."""
+    path = os.fspath(path)
+    _require_file(path)
+    try:
+        # torch's zip format can be memory-mapped, which keeps a large checkpoint out of memory until its
+        # tensors are used; the legacy (pre-zip) format cannot, and is read whole.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as err:  # torch's and pickle's messages do not name the file
+        raise unpickling_error(path, err) from err
+
+
+def unpickling_error(source: str, err: Exception) -> ValueError:
+    """The error to raise when `torch.load(..., weights_only=True)` fails on the pickle file (or checkpoint) `source`:
+    for an object that is not plain data, its type and why it is refused; otherwise that the file is damaged."""
+    message = str(err)
+    # A refused class is named as pickle's GLOBAL opcode names it: `GLOBAL module.name`.
+    refused = re.search(r"GLOBAL ([\w.]+)", message)
+    if refused is None:
+        # torch may put the unpickler's own complaint after a generic preamble; the complaint is the useful part.
+        return _damaged(source, err, "torch.save", message.partition("WeightsUnpickler error:")[2] or message)
+    # Not torch's advice (weights_only=False, i.e. run whatever the file says): that is exactly what must not happen.
+    return ValueError(
+        f"refused to load {source}: it holds a pickled Python object of type {refused.group(1)} (GLOBAL "
+        f"{refused.group(1)}); unpickling it could run arbitrary code, and gptcore never executes code from a file: "
+        "pickles are read with weights_only=True, so anything but tensors, dicts, lists, numbers and strings is "
+        "refused. If you trust the file, load it where that class exists and re-save only such data (safetensors "
+        "preferred)"
+    )
+
+
+def _damaged(path: str, err: Exception, writer: str, detail: str | None = None) -> ValueError:
+    """`path` could not be read: says so with the first line of the library's complaint (`detail`, else `err`)."""
+    lines = [line.strip() for line in (str(err) if detail is None else detail).splitlines() if line.strip()]
+    complaint = lines[0].rstrip(".") if lines else type(err).__name__
+    return ValueError(
+        f"could not read {path}: {complaint}. The file is truncated or corrupt (or was not written by {writer}); "
+        "re-download or re-save it"
+    )
+
+
+def _require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weight file {path} does not exist")

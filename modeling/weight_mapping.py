@@ -58,27 +58,28 @@ def reverse_rules(rules: Sequence[Rule]) -> list[Rule]:
     ]
 
 
+LAYER = "{i}"  # stands for the layer index in a name
+
+
+def layer_names(template: str, n_layer: int) -> list[str]:
+    """`template` with `{i}` filled in for each layer 0 .. n_layer-1; a name without `{i}` stands alone."""
+    return [template.format(i=i) for i in range(n_layer)] if LAYER in template else [template]
+
+
 def expand_rules(rules: Iterable[Rule], n_layer: int) -> list[Rule]:
-    """Replace `{i}` by 0 .. n_layer-1 (rules without `{i}` appear once)."""
-
-    def fill(names: str | tuple[str, ...], i: int) -> str | tuple[str, ...]:
-        return names.format(i=i) if isinstance(names, str) else tuple(n.format(i=i) for n in names)
-
+    """One rule per layer for each rule naming `{i}`; rules without `{i}` appear once."""
     expanded = []
     for rule in rules:
+        n_sources = len(rule.source_names())
         names = rule.source_names() + rule.target_names()
-        layers = range(n_layer) if any("{i}" in n for n in names) else [None]
-        for i in layers:
-            if i is None:
-                expanded.append(rule)
-            else:
-                expanded.append(Rule(fill(rule.sources, i), fill(rule.target, i), rule.transform, rule.optional))
+        for filled in zip(*(layer_names(name, n_layer) for name in names), strict=True):
+            expanded.append(Rule(filled[:n_sources], filled[n_sources:], rule.transform, rule.optional))
     return expanded
 
 
 def _pattern(name: str) -> re.Pattern[str]:
     """`name` as a regex; its `{i}` matches (and captures) a layer index."""
-    return re.compile(re.escape(name).replace(re.escape("{i}"), r"(\d+)") + r"\Z")
+    return re.compile(re.escape(name).replace(re.escape(LAYER), r"(\d+)") + r"\Z")
 
 
 def apply_rules(
@@ -138,7 +139,7 @@ def check_layer_count(
     state_dict: Mapping[str, torch.Tensor], rules: Sequence[Rule], n_layer: int, description: str
 ) -> None:
     """The layer indices present in the weights must be exactly 0 .. n_layer-1 of the config."""
-    patterns = [_pattern(name) for rule in rules for name in rule.source_names() if "{i}" in name]
+    patterns = [_pattern(name) for rule in rules for name in rule.source_names() if LAYER in name]
     found = {int(m.group(1)) for key in state_dict for p in patterns if (m := p.match(key))}
     if found and found != set(range(n_layer)):
         raise ValueError(

@@ -7,7 +7,10 @@ the converted model is checked against the source's own computation rather than 
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,18 +34,41 @@ def logits_of(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model(ids).logits.float()
 
 
+def assert_parity(converted: torch.nn.Module, reference: torch.Tensor, ids: torch.Tensor) -> None:
+    diff = (logits_of(converted, ids) - reference).abs().max().item()
+    assert diff <= TOL, f"max abs logit difference {diff:.3g} > {TOL}"
+
+
 def random_tensor(shape: tuple[int, ...], generator: torch.Generator, scale: float = 0.2) -> torch.Tensor:
     return torch.randn(shape, generator=generator) * scale
 
 
-def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
-    """A GPT2LMHeadModel with every parameter random (biases and LayerNorms too, so none can be dropped)."""
-    model = GPT2LMHeadModel(gpt2_config(bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, **overrides)).eval()
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """`model` with every parameter random (biases and LayerNorms too, so none can be dropped), in eval mode."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
             param.copy_(random_tensor(param.shape, generator))
-    return model
+    return model.eval()
+
+
+def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
+    return randomize(GPT2LMHeadModel(gpt2_config(bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, **overrides)), seed)
+
+
+@dataclass
+class Source:
+    """A checkpoint written in a source layout, and the logits the source's own computation gives."""
+
+    path: Path  # SRC
+    reference: Callable[[torch.Tensor], torch.Tensor]  # token ids -> logits
+    vocab_size: int = VOCAB
+
+
+def hf_gpt2_source(folder: Path) -> Source:
+    gpt2 = tiny_gpt2()
+    gpt2.save_pretrained(folder)
+    return Source(folder, lambda ids: logits_of(gpt2, ids))
 
 
 # --- the shared maths of the two hand-written reference models ----------------------------------
@@ -126,6 +152,14 @@ def nanogpt_checkpoint(sd: dict[str, torch.Tensor], bias: bool = True) -> dict:
     }
 
 
+def nanogpt_source(folder: Path) -> Source:
+    """nanoGPT's `ckpt.pt` in `folder`."""
+    sd = nanogpt_state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(nanogpt_checkpoint(sd), folder / "ckpt.pt")
+    return Source(folder / "ckpt.pt", lambda ids: nanogpt_forward(sd, ids))
+
+
 # --- rasbt/LLMs-from-scratch ---------------------------------------------------------------------
 
 
@@ -183,3 +217,13 @@ def book_forward(sd: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor
         x = x + linear(causal_self_attention(q, k, v, N_HEAD), f"{p}.att.out_proj")
         x = x + linear(gelu(linear(layer_norm(x, f"{p}.norm2"), f"{p}.ff.layers.0")), f"{p}.ff.layers.2")
     return F.linear(layer_norm(x, "final_norm"), sd["out_head.weight"])
+
+
+def book_source(folder: Path, config_name: str = "config.json") -> Source:
+    """The book's `model.pth` in `folder`, its config dict beside it as `config_name` (found without
+    --model-config when it is config.json)."""
+    sd = book_state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, folder / "model.pth")
+    (folder / config_name).write_text(json.dumps(book_config()))
+    return Source(folder / "model.pth", lambda ids: book_forward(sd, ids))

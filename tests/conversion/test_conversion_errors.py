@@ -81,7 +81,7 @@ def test_unknown_layout(tmp_path):
     ):
         convert(tmp_path / "src", tmp_path / "dst")
     torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="other.pt"):
+    with pytest.raises(ValueError, match=r"cannot tell the format of .*other\.pt"):
         convert(tmp_path / "other.pt")
     (tmp_path / "src" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match="model_type 'llama'"):
@@ -191,7 +191,7 @@ def test_truncated_tf_data_file(tmp_path):
 
 def test_truncated_safetensors(hf_folder, tmp_path):
     truncate(hf_folder / "model.safetensors")
-    with pytest.raises(ValueError, match=r"model\.safetensors"):
+    with pytest.raises(ValueError, match=r"could not read .*model\.safetensors.*truncated or corrupt"):
         convert(hf_folder, tmp_path / "dst")
     assert_nothing_written(tmp_path)
 

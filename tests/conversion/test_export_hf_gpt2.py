@@ -10,7 +10,7 @@ from transformers import GPT2LMHeadModel
 
 from gptcore.conversion import export_hf_gpt2
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
-from tests.conversion.support import N_EMBD, N_HEAD, N_LAYER, N_POS, TOL, VOCAB, logits_of, random_tensor, token_ids
+from tests.conversion.support import N_EMBD, N_HEAD, N_LAYER, N_POS, TOL, VOCAB, logits_of, randomize, token_ids
 
 
 def tiny_gptcore(**overrides) -> GPTCoreForCausalLM:
@@ -18,12 +18,7 @@ def tiny_gptcore(**overrides) -> GPTCoreForCausalLM:
         vocab_size=VOCAB, n_positions=N_POS, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
         bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, **overrides,
     )  # fmt: skip
-    model = GPTCoreForCausalLM(config).eval()
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(random_tensor(param.shape, generator))
-    return model
+    return randomize(GPTCoreForCausalLM(config), seed=7)
 
 
 @pytest.mark.parametrize(

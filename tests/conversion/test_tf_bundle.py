@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptcore.conversion.tf_bundle import _crc32c, _crc_bytewise, list_tf_checkpoint, read_tf_checkpoint
+from gptcore.conversion.tf_bundle import _crc32c, _masked_crc32c, _read_index, _resolve_prefix, read_tf_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OPENAI = FIXTURES / "openai_tf_tiny"
@@ -76,11 +76,11 @@ def test_tensors_are_writable_and_independent() -> None:
     assert not torch.equal(tensors["model/wte"], read_tf_checkpoint(OPENAI)["model/wte"])
 
 
-def test_list_reports_dtypes_and_shapes() -> None:
-    listing = list_tf_checkpoint(OPENAI)
-    expected = _expected(OPENAI)
-    assert listing == {name: (torch.float32, value.shape) for name, value in expected.items()}
-    assert list_tf_checkpoint(DTYPES)["dtypes/bfloat16"] == (torch.bfloat16, (2, 3))
+def test_reports_dtypes_and_shapes() -> None:
+    listing = {name: (t.dtype, tuple(t.shape)) for name, t in read_tf_checkpoint(OPENAI).items()}
+    assert listing == {name: (torch.float32, value.shape) for name, value in _expected(OPENAI).items()}
+    bfloat16 = read_tf_checkpoint(DTYPES)["dtypes/bfloat16"]
+    assert (bfloat16.dtype, tuple(bfloat16.shape)) == (torch.bfloat16, (2, 3))
 
 
 @pytest.mark.parametrize("form", ["folder", "folder_str", "prefix", "index_file"])
@@ -118,7 +118,7 @@ def test_missing_index(tmp_path: Path) -> None:
     folder = _copy(OPENAI, tmp_path)
     (folder / "model.ckpt.index").unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(folder / "model.ckpt.index"))):
-        list_tf_checkpoint(folder)
+        read_tf_checkpoint(folder)
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_index_with_corrupted_block(tmp_path: Path) -> None:
     raw[position] ^= 0x01
     index.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="checksum mismatch in the block"):
-        list_tf_checkpoint(folder)
+        read_tf_checkpoint(folder)
 
 
 # --- hand-written bundles for what TensorFlow does not write on request -------------------
@@ -201,9 +201,7 @@ def _block(items: list[tuple[bytes, bytes]], compression: int = 0) -> bytes:
     # No prefix compression and a single restart point: valid, just not compact.
     body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in items)
     body += struct.pack("<II", 0, 1) + bytes([compression])
-    crc = _crc32c(body)
-    masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-    return body + struct.pack("<I", masked)
+    return body + struct.pack("<I", _masked_crc32c(body))
 
 
 def _write_bundle(
@@ -271,20 +269,36 @@ def test_missing_second_shard(tmp_path: Path) -> None:
 )
 def test_unsupported_bundles_are_named(tmp_path: Path, entries: dict, options: dict, message: str) -> None:
     prefix = _write_bundle(tmp_path, entries, [b"\0" * 64], **options)
-    for reader in (list_tf_checkpoint, read_tf_checkpoint):
-        with pytest.raises(ValueError, match=message) as info:
-            reader(prefix)
-        assert str(tmp_path / "model.ckpt.index") in str(info.value)
+    with pytest.raises(ValueError, match=message) as info:
+        read_tf_checkpoint(prefix)
+    assert str(tmp_path / "model.ckpt.index") in str(info.value)
 
 
 # --- CRC32C ---------------------------------------------------------------------------------
 
 
-def test_crc32c_known_value() -> None:
-    assert _crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
+# The check value and the iSCSI test vectors of RFC 3720 (B.4), which define CRC-32C.
+@pytest.mark.parametrize(
+    ("data", "crc"),
+    [
+        (b"", 0),
+        (b"123456789", 0xE3069283),
+        (bytes(32), 0x8A9136AA),
+        (b"\xff" * 32, 0x62A8AB43),
+        (bytes(range(32)), 0x46DD794E),
+        (bytes(range(31, -1, -1)), 0x113FDB5C),
+    ],
+)
+def test_crc32c_known_values(data: bytes, crc: int) -> None:
+    assert _crc32c(data) == crc
 
 
-@pytest.mark.parametrize("size", [0, 1, 32767, 32768, 300_001])
-def test_crc32c_vectorised_matches_bytewise(size: int) -> None:
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    assert _crc32c(data) == _crc_bytewise(0xFFFFFFFF, data.tobytes()) ^ 0xFFFFFFFF
+@pytest.mark.parametrize("folder", [OPENAI, DTYPES], ids=["openai", "dtypes"])
+def test_masked_crc32c_matches_what_tensorflow_stored(folder: Path) -> None:
+    """Every tensor of the TensorFlow-written fixtures has the masked CRC32C TensorFlow recorded in the index."""
+    _, entries = _read_index(_resolve_prefix(folder))
+    data = (folder / DATA_FILE).read_bytes()
+    stored = {e.name: e.crc32c for e in entries if e.crc32c is not None}
+    assert len(stored) == len(_expected(folder))  # TensorFlow records a CRC for every tensor
+    for entry in entries:
+        assert _masked_crc32c(data[entry.offset : entry.offset + entry.size]) == stored[entry.name], entry.name
