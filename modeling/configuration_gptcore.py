@@ -95,7 +95,10 @@ class GPTCoreConfig(PreTrainedConfig):
             raise ValueError(f"GPTCoreConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
         if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
             raise ValueError(f"GPTCoreConfig.initializer_range must be >= 0, got {self.initializer_range!r}")
-        from .core import ACTIVATIONS  # the core owns the list of activations it implements
+        # The core owns the list of activations it implements. Releases before 5.10 copy only a remote-code file's
+        # direct relative imports, so the core's own sibling import is named here too.
+        from .core import ACTIVATIONS
+        from .input_checks import check_token_ids  # noqa: F401
 
         if self.activation_function not in ACTIVATIONS:
             raise ValueError(

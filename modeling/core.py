@@ -13,10 +13,10 @@ If you learned with *Build a Large Language Model (From Scratch)*, the names map
     att.out_proj -> attn.c_proj  ff.layers[0]/[2] -> mlp.c_fc/mlp.c_proj
     final_norm -> ln_f         out_head -> lm_head
 
-After the model come two speed-ups that the transformers wrapper uses (the LM head and the training
-loss computed together, and a faster LM-head product on CPU), then initialisation and input checks.
+The speed-ups the transformers wrapper uses for the LM head live beside this file (`fast_head.py`),
+and so do the checks that turn bad inputs into clear errors (`input_checks.py`).
 
-This file imports nothing but torch. Two seams let a host library plug in without this file knowing
+This file imports nothing but torch and those checks. Two seams let a host library plug in without this file knowing
 about it: the *attention function* (any callable with the signature of `sdpa_attention` below) and
 the *KV cache* (any object with `update(key, value, layer_idx)` and `get_seq_length()`, which
 transformers' `Cache` classes satisfy). `modeling_gptcore.py` fills both from transformers.
@@ -32,6 +32,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .input_checks import check_positions, check_token_ids
 
 
 @dataclass
@@ -61,7 +63,6 @@ class GPTConfig:
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_new": partial(F.gelu, approximate="tanh"),
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "gelu_fast": partial(F.gelu, approximate="tanh"),
     "gelu": F.gelu,
     "relu": F.relu,
     "silu": F.silu,
@@ -249,11 +250,17 @@ class GPTTransformer(nn.Module):
     """Embeddings, the stack of blocks and the final LayerNorm: token ids in, hidden states out.
 
     `block_class` lets a host library use its own subclass of `Block` (transformers' wrapper adds its
-    gradient-checkpointing base class that way); the computation is the same.
+    gradient-checkpointing base class that way); the computation is the same. The wrapper's `GPTCoreModel`
+    is a subclass of this class: the same modules, this forward, transformers' arguments around it.
     """
 
     def __init__(self, config: Any, block_class: type[Block] = Block) -> None:
         super().__init__()
+        self.build(config, block_class)
+
+    def build(self, config: Any, block_class: type[Block]) -> None:
+        """Create the modules. Separate from `__init__` so that a subclass which is also another library's
+        model class (transformers' wrapper is) can initialise that base first, then build the same modules."""
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # learned absolute positions
@@ -346,104 +353,7 @@ class GPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The language-model head and the cross-entropy in one step (a speed-up for training)
-# ---------------------------------------------------------------------------------------------
-
-# Work on the logits in slices of about this many elements (16 MB in fp32): small enough that glibc
-# serves them from its heap instead of fresh (page-faulting) mmap'ed memory on every step.
-_CHUNK_ELEMENTS = 2**22
-
-
-class LMHeadCrossEntropy(torch.autograd.Function):
-    """`logits = x @ weight.T` and the *summed* cross-entropy of `targets`, without the big temporaries.
-
-    `F.cross_entropy(logits, targets)` keeps the log-softmax of every logit for the backward pass and then
-    builds d(loss)/d(logits) of the same size: at batch 4 x 256 with GPT-2's 50257-token vocabulary that is
-    two more 206 MB tensors (plus a zero-filled one) per step, and several passes over them. Here the
-    forward pass keeps only the logits (which the caller returns anyway) and one log-sum-exp per position;
-    the backward pass rebuilds `softmax - one_hot` a slice of the vocabulary at a time and multiplies each
-    slice straight into the gradients of `x` and `weight`. A gradient that reaches the returned logits
-    through some other use of them is added slice by slice, so the logits stay an ordinary output, in
-    `nn.Linear`'s layout.
-
-    x: (N, C); weight: (V, C); targets: (N,) with `ignore_index` for positions without a target.
-    Returns logits (N, V) in x's dtype and the loss summed over the positions with a target.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> Any:
-        ctx.set_materialize_grads(False)  # a None gradient means "the logits were not used"
-        logits = x @ weight.t()  # (N, V)
-        acc = torch.promote_types(logits.dtype, torch.float32)  # softmax in fp32 even for bf16 logits
-        width = _slice_width(*logits.shape[::-1])
-        top = logits.amax(dim=1).to(acc)  # (N,) log-sum-exp = top + log(sum(exp(logits - top)))
-        total = sum((part.to(acc) - top[:, None]).exp_().sum(dim=1) for part in logits.split(width, dim=1))
-        lse = top + torch.log(total)  # (N,)
-        has_target = targets != ignore_index
-        safe_targets = targets.masked_fill(~has_target, 0)
-        target_logits = logits.gather(1, safe_targets[:, None]).squeeze(1).to(acc)  # (N,)
-        loss = torch.where(has_target, lse - target_logits, 0.0).sum()
-        ctx.save_for_backward(x, weight, logits, lse, safe_targets, has_target)
-        return logits, loss
-
-    @staticmethod
-    def backward(ctx: Any, grad_logits: torch.Tensor | None, grad_loss: torch.Tensor | None) -> Any:
-        x, weight, logits, lse, safe_targets, has_target = ctx.saved_tensors
-        n, vocab = logits.shape
-        # d(loss)/d(logit) = grad_loss * (softmax - one_hot) on positions with a target, else 0.
-        scale = (has_target * (grad_loss.to(lse.dtype) if grad_loss is not None else 0.0))[:, None]  # (N, 1)
-        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
-        width = _slice_width(vocab, n)
-        for start in range(0, vocab, width):
-            end = min(vocab, start + width)
-            g = (logits[:, start:end].to(lse.dtype) - lse[:, None]).exp_().mul_(scale)  # (N, width) scaled softmax
-            in_slice = ((safe_targets >= start) & (safe_targets < end))[:, None]
-            column = (safe_targets - start).clamp(0, end - start - 1)[:, None]
-            g.scatter_add_(1, column, -(scale * in_slice))  # minus the one_hot
-            if grad_logits is not None:
-                g += grad_logits[:, start:end]
-            g = g.to(weight.dtype)
-            if grad_x is not None:
-                grad_x.addmm_(g, weight[start:end])  # (N, C)
-            if grad_weight is not None:
-                torch.mm(g.t(), x, out=grad_weight[start:end])  # (width, C)
-        return grad_x, grad_weight, None, None
-
-
-def _slice_width(vocab: int, n: int) -> int:
-    """Vocabulary entries per slice: about _CHUNK_ELEMENTS logits, but at least 1024 entries per matmul."""
-    return min(vocab, max(1024, _CHUNK_ELEMENTS // n))
-
-
-def lm_head_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """`F.linear(x, weight)` for the language-model head, computed on CPU as `(weight @ x.T).T` for few
-    rows: the same product, but MKL runs it up to ~3x faster with the long vocabulary axis first (a decode
-    step's (batch, n_embd) x (n_embd, 50257) product above all). Returned contiguous, like F.linear's result;
-    for many rows that copy costs more than the faster product gains, so those go through F.linear."""
-    rows = x.numel() // x.size(-1)
-    if x.device.type != "cpu" or rows > x.size(-1) // 2:  # the crossover, measured at n_embd 128 to 768
-        return F.linear(x, weight)
-    logits_t = weight @ x.reshape(-1, x.size(-1)).t()  # (V, N)
-    return logits_t.t().contiguous().view(*x.shape[:-1], weight.size(0))
-
-
-def lm_head_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, summed cross-entropy) = what `F.linear(x, weight)` and `F.cross_entropy(..., reduction="sum")`
-    give, computed by `LMHeadCrossEntropy`. x: (..., C); targets: x's leading shape; logits: (..., V)."""
-    lead = x.shape[:-1]
-    if torch.is_autocast_enabled(x.device.type):  # cast as autocast would cast F.linear's inputs
-        dtype = torch.get_autocast_dtype(x.device.type)
-        x, weight = x.to(dtype), weight.to(dtype)
-    with torch.autocast(x.device.type, enabled=False):
-        logits, loss = LMHeadCrossEntropy.apply(x.reshape(-1, x.size(-1)), weight, targets.reshape(-1), ignore_index)
-    return logits.view(*lead, -1), loss
-
-
-# ---------------------------------------------------------------------------------------------
-# Initialisation and input checks
+# Initialisation
 # ---------------------------------------------------------------------------------------------
 
 
@@ -462,62 +372,3 @@ def init_weights(module: nn.Module, config: Any) -> None:
         nn.init.zeros_(module.bias)
     if isinstance(module, (CausalSelfAttention, MLP)):
         nn.init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * config.n_layer))
-
-
-def _read_back(tensor: torch.Tensor) -> bool:
-    """Whether a value check may read `tensor` back to Python. On CPU that is free; on an accelerator it
-    would stall the device queue on every decoding step, so there the checks run on the device
-    (`_check_on_device`) and fail at the next synchronisation instead. Compiled graphs contain neither."""
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def _check_on_device(ok: torch.Tensor, message: str) -> None:
-    if ok.device.type != "meta" and not torch.compiler.is_compiling():  # meta tensors hold no values
-        torch._assert_async(ok, message)
-
-
-def check_token_ids(input_ids: torch.Tensor | None, vocab_size: int) -> None:
-    if input_ids is None:
-        raise ValueError("pass either input_ids or inputs_embeds")
-    if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding takes
-        raise ValueError(
-            f"input_ids must be an integer tensor of dtype int64 or int32 (what nn.Embedding takes), got dtype "
-            f"{input_ids.dtype}; convert it with .long()"
-        )
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
-    if input_ids.numel() == 0:
-        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}); pass at least one token")
-    message = (
-        "input_ids contains token id {}, outside the vocabulary [0, %d); check that the tokenizer matches the "
-        "model (or resize the token embeddings)" % vocab_size
-    )
-    if _read_back(input_ids):
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= vocab_size:
-            raise ValueError(message.format(high if high >= vocab_size else low))
-    else:
-        _check_on_device(((input_ids >= 0) & (input_ids < vocab_size)).all(), message.format("(on device)"))
-
-
-def check_positions(position_ids: torch.Tensor, n_positions: int, cached_len: Any = None) -> None:
-    """Every position must have an embedding, and after cached tokens, cached + new tokens must fit the context.
-    The length of a first chunk is not compared with `n_positions`: a packed row of several documents
-    (positions restarting at 0 for each) may be longer than the context."""
-    message = (
-        "sequence length {} (cached + new tokens) exceeds n_positions=%d, the longest context this model has "
-        "position embeddings for; truncate the input or use a sliding window" % n_positions
-    )
-    if cached_len is not None and (not torch.is_tensor(cached_len) or _read_back(cached_len)):
-        if not torch.compiler.is_compiling() and 0 < cached_len and cached_len + position_ids.size(-1) > n_positions:
-            raise ValueError(message.format(int(cached_len + position_ids.size(-1))))
-    if position_ids.numel() == 0:
-        return
-    if _read_back(position_ids):
-        low, high = int(position_ids.min()), int(position_ids.max())
-        if high >= n_positions:
-            raise ValueError(f"position_ids contains {high}, outside [0, {n_positions}): " + message.format(high + 1))
-        if low < 0:
-            raise ValueError(f"position_ids contains {low}; positions must lie in [0, {n_positions})")
-    else:
-        _check_on_device(((position_ids >= 0) & (position_ids < n_positions)).all(), message.format("(on device)"))

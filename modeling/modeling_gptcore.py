@@ -9,14 +9,12 @@ its sibling files, so `save_pretrained` can copy it next to a checkpoint for `tr
 
 from __future__ import annotations
 
-import pickle
 from contextvars import ContextVar
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
-from transformers import DynamicCache, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -38,25 +36,18 @@ from .compat import (
     output_cache,
 )
 from .configuration_gptcore import GPTCoreConfig
-from .core import (
-    Block,
-    CausalSelfAttention,
-    GPTTransformer,
-    check_token_ids,
-    eager_attention,
-    init_weights,
-    lm_head_cross_entropy,
-    lm_head_logits,
-)
-from .gpt2_checkpoint import HEADS, gpt2_state_to_gptcore, gptcore_config_kwargs_from_gpt2, load_weight_files
+from .core import Block, CausalSelfAttention, GPTTransformer, eager_attention, init_weights
+from .fast_head import lm_head_cross_entropy, lm_head_logits
+from .input_checks import check_token_ids
+from .loading import CheckpointLoadingMixin, CheckpointMismatchError  # noqa: F401  (the error is part of the API)
 
 # Releases before 5.10 copy only this file's *direct* relative imports when loading remote code, so
 # every sibling module used indirectly is imported here too.
+from .gpt2_checkpoint import HEADS  # noqa: E402,F401  (used by loading)
 from .weight_mapping import apply_rules  # noqa: E402,F401  (used by gpt2_checkpoint)
 
 logger = logging.get_logger(__name__)
 
-_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
 _AUTO_MAP = {
     "AutoConfig": "configuration_gptcore.GPTCoreConfig",
     "AutoModel": "modeling_gptcore.GPTCoreModel",
@@ -65,17 +56,12 @@ _AUTO_MAP = {
 }
 
 
-class CheckpointMismatchError(ValueError, RuntimeError):
-    """A checkpoint whose tensors do not fit the model. A RuntimeError where transformers raises one (shape
-    mismatches), and a ValueError as every other error a user can cause here."""
-
-
 class GPTCoreBlock(GradientCheckpointingLayer, Block):
     """The core's transformer block on transformers' checkpointing base class, so that
     `gradient_checkpointing_enable()` recomputes each block in the backward pass."""
 
 
-class GPTCorePreTrainedModel(PreTrainedModel):
+class GPTCorePreTrainedModel(CheckpointLoadingMixin, PreTrainedModel):
     config_class = GPTCoreConfig
     config: GPTCoreConfig
     base_model_prefix = "transformer"
@@ -87,7 +73,6 @@ class GPTCorePreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _task_heads: tuple[str, ...] = ()  # the head tensors a class adds on top of the transformer
     _can_record_outputs = {
         "hidden_states": GPTCoreBlock,
         "attentions": OutputRecorder(CausalSelfAttention, index=1),
@@ -104,107 +89,16 @@ class GPTCorePreTrainedModel(PreTrainedModel):
             self.config.auto_map = {**_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
-        """As `PreTrainedModel.from_pretrained`; also reads transformers' GPT-2 checkpoints (model_type "gpt2")."""
-        config = kwargs.get("config")
-        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None and not isinstance(config, PreTrainedConfig):
-            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-            try:
-                config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
-            except OSError:
-                config_dict = {}  # let transformers raise its usual, detailed error below
-            model_type = config_dict.get("model_type", GPTCoreConfig.model_type)
-            if model_type == "gpt2":
-                for key in _HUB_KWARGS:
-                    kwargs.pop(key, None)
-                return cls._from_gpt2_checkpoint(pretrained_model_name_or_path, config_dict, hub_kwargs, model_args, kwargs)
-            if model_type != GPTCoreConfig.model_type:
-                raise ValueError(
-                    f"{pretrained_model_name_or_path} holds a {model_type!r} model; gptcore reads 'gptcore' and 'gpt2' "
-                    "checkpoints. For other GPT-2-architecture layouts use `python -m gptcore.conversion`"
-                )
-        try:
-            return cls._load_checked(pretrained_model_name_or_path, model_args, kwargs)
-        except SafetensorError as err:  # the library's message does not say which checkpoint
-            raise ValueError(
-                f"could not read the weights of {pretrained_model_name_or_path}: {err}. The weight file is "
-                "truncated or corrupt; download or save it again"
-            ) from err
-        except pickle.UnpicklingError as err:
-            found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line]
-            raise ValueError(
-                f"refused to load {pretrained_model_name_or_path}: its pickle weight file holds objects other than "
-                f"tensors ({'; '.join(found) or 'unsupported content'}), which could run code. gptcore never "
-                "executes them; re-save the weights as safetensors from a source you trust"
-            ) from err
 
-    @classmethod
-    def _load_checked(cls, path: Any, model_args: tuple, kwargs: dict[str, Any]) -> Any:
-        """transformers' loading, stricter where transformers would quietly re-initialise weights at random:
-        a transformer tensor that is missing or unknown, or a head missing from a folder saved by this very
-        class, raises `CheckpointMismatchError` naming them. A head of another class (`score` when building a
-        classifier from a language model) may be new: that is what fine-tuning does. Misshapen tensors raise
-        unless `ignore_mismatched_sizes=True` (then they are re-initialised, as in transformers). With
-        `output_loading_info=True` the caller gets transformers' report and decides: nothing is raised."""
-        wants_info = kwargs.pop("output_loading_info", False)
-        user_ignores_shapes = kwargs.pop("ignore_mismatched_sizes", False)
-        model, info = super().from_pretrained(
-            path, *model_args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
-        if wants_info:
-            return model, info
-        saved_by = getattr(model.config, "architectures", None) or []
-        new_heads = () if cls.__name__ in saved_by else HEADS
-        problems = []
-        if missing := sorted(k for k in info["missing_keys"] if k not in new_heads):
-            problems.append(f"missing tensors {missing[:5]}")
-        if unexpected := sorted(k for k in info["unexpected_keys"] if k not in HEADS):
-            problems.append(f"tensors the model does not have {unexpected[:5]}")
-        if not user_ignores_shapes and (mismatched := sorted(map(str, info["mismatched_keys"]))):
-            problems.append(
-                f"tensors whose shape differs from the config's (name, checkpoint, model) {mismatched[:5]}; pass "
-                "ignore_mismatched_sizes=True to re-initialise them"
-            )
-        if problems:
-            raise CheckpointMismatchError(
-                f"the checkpoint {path} does not match its config: " + "; ".join(problems) + ". It is incomplete, "
-                "from another architecture, or its config.json was edited; re-save or re-convert it"
-            )
-        return model
-
-    @classmethod
-    def _from_gpt2_checkpoint(
-        cls, path: str, gpt2_config: dict[str, Any], hub_kwargs: dict[str, Any], model_args: tuple, kwargs: dict[str, Any]
-    ) -> Any:
-        # dtype is an argument of loading, not a config field ("auto": the dtype the weights are stored in).
-        dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)  # the old name, still accepted
-        dtype = dtype or torch_dtype
-        config_kwargs = gptcore_config_kwargs_from_gpt2(gpt2_config)
-        config, kwargs = cls.config_class.from_dict(config_kwargs, return_unused_kwargs=True, **kwargs)
-        source = load_weight_files(path, **hub_kwargs)
-        state_dict = gpt2_state_to_gptcore(source, config, f"GPT-2 checkpoint {path}", heads=cls._task_heads)
-        if dtype == "auto":
-            dtype = gpt2_config.get("dtype") or gpt2_config.get("torch_dtype") or state_dict["transformer.wte.weight"].dtype
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        logger.info("converted GPT-2 checkpoint %s to the gptcore layout on load", path)
-        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
-
-
-
-class GPTCoreModel(GPTCorePreTrainedModel):
-    """The bare transformer (no head): `last_hidden_state` of shape (batch, seq_len, n_embd)."""
+class GPTCoreModel(GPTTransformer, GPTCorePreTrainedModel):
+    """The core's `GPTTransformer` as a transformers model (no head): the same modules under GPT-2's names
+    (`wte`, `h.0.attn.c_attn`, ...) and the core's forward, with transformers' arguments, masks, cache and
+    outputs around it. Returns `last_hidden_state` of shape (batch, seq_len, n_embd)."""
 
     def __init__(self, config: GPTCoreConfig) -> None:
-        super().__init__(config)
-        # Adopt the core's modules as our own children, so checkpoint names stay GPT-2's
-        # (`wte`, `h.0.attn.c_attn`, ...), and run them with the core's forward below.
-        for name, module in GPTTransformer(config, block_class=GPTCoreBlock).named_children():
-            self.add_module(name, module)
-        self.gradient_checkpointing = False
+        GPTCorePreTrainedModel.__init__(self, config)  # transformers' bookkeeping first: it initialises nn.Module
+        self.build(config, block_class=GPTCoreBlock)  # then the core's modules, with checkpointable blocks
+        self.gradient_checkpointing = False  # switched by gradient_checkpointing_enable()
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -256,8 +150,7 @@ class GPTCoreModel(GPTCorePreTrainedModel):
         mask = create_causal_mask(
             self.config, inputs_embeds, attention_mask, cache, position_ids, kwargs.get("cache_position")
         )
-        hidden_states = GPTTransformer.forward(
-            self,
+        hidden_states = super().forward(  # GPTTransformer.forward
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             attention_mask=mask,

@@ -18,7 +18,7 @@ from transformers import StaticCache
 from transformers.loss.loss_utils import ForCausalLMLoss
 
 from gptcore.modeling import GPTCoreForCausalLM
-from gptcore.modeling.core import lm_head_cross_entropy, lm_head_logits
+from gptcore.modeling.fast_head import lm_head_cross_entropy, lm_head_logits
 
 
 @pytest.fixture
@@ -29,9 +29,9 @@ def model(tmp_path):
 
 @pytest.mark.parametrize("use_logits", [False, True])
 def test_fused_head_and_loss_match_linear_and_cross_entropy(use_logits, monkeypatch):
-    import gptcore.modeling.core as core
+    import gptcore.modeling.fast_head as fast_head
 
-    monkeypatch.setattr(core, "_CHUNK_ELEMENTS", 1000)  # several vocabulary slices, and a ragged last one
+    monkeypatch.setattr(fast_head, "_CHUNK_ELEMENTS", 1000)  # several vocabulary slices, and a ragged last one
     torch.manual_seed(0)
     x = torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2500, 16, dtype=torch.float64, requires_grad=True)

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel
 from gptcore.modeling import compat
-from gptcore.modeling.core import check_positions, check_token_ids
+from gptcore.modeling.input_checks import check_positions, check_token_ids
 
 TOL = 1e-5
 

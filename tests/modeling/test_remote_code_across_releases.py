@@ -40,7 +40,7 @@ print(json.dumps({{"release": transformers.__version__, "ours": ours.generate(pr
 # Saves a random GPT-2 folder and its gptcore twin (with remote code) into the cwd, under the running release.
 SAVE = f"""
 import sys
-sys.path.insert(0, {os.path.dirname(__file__)!r})
+sys.path.insert(0, {str(REPO_ROOT)!r})  # this checkout's tests package
 from tests.oracle import gpt2_config, save_random_gpt2
 from gptcore.modeling import GPTCoreForCausalLM
 save_random_gpt2("gpt2", gpt2_config(), seed=3)
