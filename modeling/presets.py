@@ -1,7 +1,7 @@
 """Named model sizes, in one table: GPT-2's four published sizes, and two small ones for CPUs.
 
-Every preset uses GPT-2's 50257-token vocabulary; the remaining fields take `GPTCoreConfig`'s defaults
-(GPT-2's). Pretraining, the benchmark, the memory estimate and the LLMs-from-scratch converter all name
+A preset names sizes only; every other field, the vocabulary size (GPT-2's 50257 tokens) included, takes
+`GPTCoreConfig`'s defaults, which are GPT-2's. Pretraining, the benchmark, the memory estimate and the LLMs-from-scratch converter all name
 sizes from here.
 """
 
@@ -21,16 +21,16 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt2-large": {"n_layer": 36, "n_head": 20, "n_embd": 1280, "n_positions": 1024},
     "gpt2-xl": {"n_layer": 48, "n_head": 25, "n_embd": 1600, "n_positions": 1024},
 }
-GPT2_VOCAB_SIZE = 50257
-
-
-def preset_fields(name: str) -> dict[str, int]:
-    """The config fields of preset `name` (sizes and GPT-2's vocabulary size)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model size {name!r}; use one of {', '.join(PRESETS)}")
-    return {"vocab_size": GPT2_VOCAB_SIZE, **PRESETS[name]}
 
 
 def preset_config(name: str, **overrides: Any) -> GPTCoreConfig:
     """`GPTCoreConfig` of preset `name`, with `overrides` (any config field) applied on top."""
-    return GPTCoreConfig(**{**preset_fields(name), **overrides})
+    if name not in PRESETS:
+        raise ValueError(f"unknown model size {name!r}; use one of {', '.join(PRESETS)}")
+    return GPTCoreConfig(**{**PRESETS[name], **overrides})
+
+
+def preset_fields(name: str) -> dict[str, int]:
+    """The fields that fix preset `name`'s shapes (its sizes and the vocabulary size), e.g. for a `GPT2Config`."""
+    config = preset_config(name)
+    return {key: getattr(config, key) for key in ("vocab_size", *PRESETS[name])}

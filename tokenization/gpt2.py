@@ -29,24 +29,24 @@ END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 GPT2_CONTEXT_LENGTH = 1024
 
-_FIX = "reinstall gptcore, or pass vocab_dir= a folder holding OpenAI's original encoder.json and vocab.bpe"
+_HOW_TO_FIX_VOCAB = "reinstall gptcore, or pass vocab_dir= a folder holding OpenAI's original encoder.json and vocab.bpe"
 
 
 def _read(path: Path, verify_sha256: bool) -> str:
     if not path.is_file():
-        raise FileNotFoundError(f"GPT-2 vocabulary file {path} does not exist; {_FIX}")
+        raise FileNotFoundError(f"GPT-2 vocabulary file {path} does not exist; {_HOW_TO_FIX_VOCAB}")
     data = path.read_bytes()
     if verify_sha256:
         digest = hashlib.sha256(data).hexdigest()
         if digest != GPT2_SHA256[path.name]:
             raise ValueError(
                 f"{path} has sha256 {digest}, expected {GPT2_SHA256[path.name]}: the file is corrupt or not "
-                f"GPT-2's; {_FIX}"
+                f"GPT-2's; {_HOW_TO_FIX_VOCAB}"
             )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err}); {_FIX}") from None
+        raise ValueError(f"{path} is not UTF-8 text ({err}); {_HOW_TO_FIX_VOCAB}") from None
 
 
 def load_gpt2_vocab(
@@ -65,7 +65,7 @@ def load_gpt2_vocab(
     try:
         vocab = json.loads(encoder_text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{encoder_path} is not valid JSON ({err}); {_FIX}") from None
+        raise ValueError(f"{encoder_path} is not valid JSON ({err}); {_HOW_TO_FIX_VOCAB}") from None
     if (
         not isinstance(vocab, dict)
         or not all(type(i) is int for i in vocab.values())
@@ -74,7 +74,7 @@ def load_gpt2_vocab(
     ):
         raise ValueError(
             f"{encoder_path} is not GPT-2's vocabulary: expected a JSON object mapping {GPT2_VOCAB_SIZE} tokens to "
-            f"ids 0..{GPT2_VOCAB_SIZE - 1} with {END_OF_TEXT!r} = {END_OF_TEXT_ID}; {_FIX}"
+            f"ids 0..{GPT2_VOCAB_SIZE - 1} with {END_OF_TEXT!r} = {END_OF_TEXT_ID}; {_HOW_TO_FIX_VOCAB}"
         )
 
     lines = merges_text.split("\n")
@@ -85,7 +85,7 @@ def load_gpt2_vocab(
     if bad is not None or len(merges) != GPT2_NUM_MERGES:
         raise ValueError(
             f"{merges_path} is not GPT-2's merge list: expected {GPT2_NUM_MERGES} lines 'left right' whose joined "
-            f"token is in encoder.json (found {len(merges)} merges, first bad one {bad!r}); {_FIX}"
+            f"token is in encoder.json (found {len(merges)} merges, first bad one {bad!r}); {_HOW_TO_FIX_VOCAB}"
         )
     logger.debug("loaded GPT-2 vocabulary from %s", folder)
     return vocab, merges  # type: ignore[return-value]

@@ -62,16 +62,6 @@ def format_alpaca(record: Mapping[str, Any]) -> str:
     return format_alpaca_prompt(record) + _field(record, "output", required=True)
 
 
-def alpaca_to_messages(record: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The record as chat messages for `tokenizer.apply_chat_template` (assistant turn only if it has output)."""
-    messages = [{"role": "user", "content": _field(record, "instruction", required=True)}]
-    if _field(record, "input", required=False):
-        messages[0]["input"] = record["input"]
-    if record.get("output") is not None:
-        messages.append({"role": "assistant", "content": _field(record, "output", required=True)})
-    return messages
-
-
 def encode_instruction_example(
     tokenizer: Any, record: Mapping[str, Any], max_length: int | None = None
 ) -> dict[str, list[int]]:

@@ -4,7 +4,7 @@ import json
 
 from tests.processes import run_without_gptcore
 
-from gptcore.tokenization import alpaca_to_messages, gpt2_tokenizer, train_tokenizer
+from gptcore.tokenization import gpt2_tokenizer, train_tokenizer
 
 CHILD = """
 import json
@@ -38,7 +38,7 @@ def test_saved_tokenizers_load_without_gptcore(tmp_path):
     trained = train_tokenizer(iter(["the quick brown fox jumps over the lazy dog. " * 50]), 300, ["<|endoftext|>", "<|pad|>"])
     gpt2.save_pretrained(tmp_path / "gpt2")
     trained.save_pretrained(tmp_path / "trained")
-    messages = alpaca_to_messages({"instruction": "Say hi.", "input": "", "output": "Hi."})
+    messages = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]
 
     loaded = load_in_plain_transformers([tmp_path / "gpt2", tmp_path / "trained"], messages, cwd=tmp_path)
 

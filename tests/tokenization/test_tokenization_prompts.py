@@ -5,7 +5,6 @@ from jinja2.exceptions import TemplateError
 
 from gptcore.tokenization import (
     IGNORE_INDEX,
-    alpaca_to_messages,
     encode_instruction_example,
     format_alpaca,
     format_alpaca_prompt,
@@ -37,11 +36,19 @@ def test_format_matches_the_book():
     assert format_alpaca_prompt({"instruction": NO_INPUT["instruction"]}) == expected
 
 
+def as_messages(record: dict) -> list[dict[str, str]]:
+    """A record as the chat template's messages: the user turn carries the optional input, then the answer if any."""
+    messages = [{"role": "user", "content": record["instruction"], "input": record.get("input", "")}]
+    if "output" in record:
+        messages.append({"role": "assistant", "content": record["output"]})
+    return messages
+
+
 @pytest.mark.parametrize("record", [RECORD, NO_INPUT], ids=["with_input", "no_input"])
 def test_chat_template_renders_the_same_text(tok, record):
-    messages = alpaca_to_messages(record)
+    messages = as_messages(record)
     assert tok.apply_chat_template(messages, tokenize=False) == format_alpaca(record) + "<|endoftext|>"
-    prompt_only = alpaca_to_messages({k: v for k, v in record.items() if k != "output"})
+    prompt_only = as_messages({k: v for k, v in record.items() if k != "output"})
     assert len(prompt_only) == 1
     rendered = tok.apply_chat_template(prompt_only, tokenize=False, add_generation_prompt=True)
     assert rendered == format_alpaca_prompt(record)
