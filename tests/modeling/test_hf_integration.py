@@ -76,6 +76,7 @@ def test_sharded_safetensors_round_trip(tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_trust_remote_code_load_without_gptcore(tmp_path):
     """The saved folder carries its own code: it loads in a process where gptcore cannot be imported."""
     torch.manual_seed(0)

@@ -17,9 +17,10 @@ from tests.processes import REPO_ROOT, run_without_gptcore
 from gptcore.modeling import GPTCoreForCausalLM
 
 OTHER_PYTHON = os.environ.get("GPTCORE_OTHER_PYTHON")
-pytestmark = pytest.mark.skipif(
-    not OTHER_PYTHON, reason="set GPTCORE_OTHER_PYTHON to a Python with another transformers release (.ci/run does)"
-)
+pytestmark = [
+    pytest.mark.slow,  # interpreters of two transformers releases
+    pytest.mark.skipif(not OTHER_PYTHON, reason="set GPTCORE_OTHER_PYTHON to a Python with another transformers release (.ci/run does)"),
+]
 
 PROMPT = [[5, 17, 42, 8], [60, 2, 33, 91]]
 

@@ -2,12 +2,16 @@
 
 import json
 
+import pytest
+
 from tests.processes import run_without_gptcore
 
 from gptcore.tokenization import gpt2_tokenizer, train_tokenizer
 
 CHILD = """
 import json
+
+import pytest
 from transformers import AutoTokenizer
 job = json.loads(sys.stdin.read())
 out = {}
@@ -33,6 +37,7 @@ def load_in_plain_transformers(folders, messages, cwd):
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_saved_tokenizers_load_without_gptcore(tmp_path):
     gpt2 = gpt2_tokenizer()
     trained = train_tokenizer(iter(["the quick brown fox jumps over the lazy dog. " * 50]), 300, ["<|endoftext|>", "<|pad|>"])

@@ -1,10 +1,10 @@
-"""The speed paths behind examples/benchmark.py compute exactly what the plain paths compute.
+"""The speed paths (modeling/fast_head.py and the decode-time head) compute exactly what the plain paths compute.
 
 - `lm_head_cross_entropy` (fused LM head + cross-entropy) against F.linear + F.cross_entropy;
 - GPTCoreForCausalLM's fused loss against transformers' `ForCausalLMLoss` on `self.lm_head(...)`
   (labels with -100, shift_labels, num_items_in_batch: what Trainer's gradient accumulation relies on);
-- the (n_embd, vocab) head copy that generate() uses for single-token steps, including after the
-  weights change in place;
+- the (n_embd, vocab) head copy that generate() uses for single-token steps gives transformers' GPT-2 step
+  logits, including after the weights change in place;
 - the decoding forward compiles to one graph (no graph breaks) with a StaticCache.
 """
 
@@ -13,18 +13,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.oracle import gpt2_config, save_random_gpt2
 from transformers import StaticCache
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.modeling.fast_head import lm_head_cross_entropy, lm_head_logits
 
 
 @pytest.fixture
-def model(tmp_path):
-    save_random_gpt2(tmp_path / "gpt2", gpt2_config())
-    return GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2")
+def model(gpt2_pair):
+    return gpt2_pair[1]
 
 
 @pytest.mark.parametrize("use_logits", [False, True])
@@ -116,21 +113,20 @@ def test_fused_loss_under_bf16_autocast_matches_plain(model):
     torch.testing.assert_close(fused.loss, plain.loss, rtol=2e-2, atol=2e-2)
 
 
-def test_generate_single_token_head_follows_weight_changes(model):
-    model.eval()
-    prompt = torch.randint(0, model.config.vocab_size, (1, 5))
+def test_generate_single_token_head_follows_weight_changes(gpt2_pair):
+    ref, ours = gpt2_pair
+    prompt = torch.randint(0, ours.config.vocab_size, (1, 5))
     kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
 
     def check():
-        out = model.generate(prompt, **kwargs)
-        assert out.sequences.shape == (1, 11)
-        with torch.no_grad():  # the plain forward over the whole generated text gives the same step logits
-            full = model(out.sequences).logits[:, 4:-1]
-        torch.testing.assert_close(torch.stack(out.logits, dim=1), full, rtol=1e-4, atol=1e-4)
+        expected, got = ref.generate(prompt, **kwargs), ours.generate(prompt, **kwargs)
+        assert torch.equal(got.sequences, expected.sequences)
+        torch.testing.assert_close(torch.stack(got.logits, dim=1), torch.stack(expected.logits, dim=1), rtol=1e-5, atol=1e-5)
 
     check()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(-1.5)  # in place (as an optimizer step would): the head copy must follow
+    with torch.no_grad():  # in place (as an optimizer step would): the head copy must follow
+        ours.lm_head.weight.mul_(-1.5)
+        ref.lm_head.weight.mul_(-1.5)
     check()
 
 
