@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import logging
 import sys
@@ -36,7 +37,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": f"Without --model_name_or_path: start from random weights of this size, one of {', '.join(PRESETS)}, "
-            "or a config.json (default: the script's, cpu-small unless its help says otherwise)."
+            "or a config.json. --config_overrides alone changes the script's default size: cpu-small unless its "
+            "description names another."
         },
     )
     config_overrides: str | None = field(
@@ -59,9 +61,14 @@ class ModelArguments:
         return self.model_name_or_path is None and (self.config is not None or self.config_overrides is not None)
 
 
-def parse_args(*dataclass_types: type) -> tuple[Any, ...]:
-    """Parse the command line into the given dataclasses (`script.py config.json` reads them from a file)."""
-    parser = HfArgumentParser(dataclass_types)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows each option's default, and the script's description with its line breaks (its examples)."""
+
+
+def parse_args(*dataclass_types: type, description: str | None = None) -> tuple[Any, ...]:
+    """Parse the command line into the given dataclasses (`script.py config.json` reads them from a file);
+    `description` (the script's docstring) heads --help."""
+    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         return parser.parse_json_file(json_file=sys.argv[1])
     return parser.parse_args_into_dataclasses()
@@ -163,3 +170,28 @@ def check_vocab_fits(tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}; "
             "pass the tokenizer the checkpoint was trained with (--tokenizer_name_or_path)"
         )
+
+
+def load_model_and_tokenizer(
+    model_class: type[M], args: ModelArguments, pads: bool = False, **config_kwargs: Any
+) -> tuple[M, PreTrainedTokenizerBase]:
+    """The tokenizer (`load_tokenizer`) and `model_class` (`load_model`), checked to fit each other.
+
+    `pads`: batches will be padded. GPT-2 has no padding token, so EOS stands in for it (the attention mask
+    and labels of -100 tell padding apart) and the model's config records it as `pad_token_id`.
+    """
+    tokenizer = load_tokenizer(args)
+    if pads:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        config_kwargs["pad_token_id"] = tokenizer.pad_token_id
+    model = load_model(model_class, args, **config_kwargs)
+    check_vocab_fits(tokenizer, model.config)
+    return model, tokenizer
+
+
+def check_within_context(flag: str, value: int, config: Any, minimum: int = 1) -> int:
+    """`value` of --`flag` (a sequence length), refused unless in [minimum, the model's n_positions]."""
+    if not minimum <= value <= config.n_positions:
+        raise ValueError(f"--{flag} must be in [{minimum}, {config.n_positions}] (the model's n_positions), got {value}")
+    return value

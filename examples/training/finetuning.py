@@ -1,5 +1,6 @@
-"""One way to run a `transformers.Trainer` job in every fine-tuning script: logging, evaluate before and
-after training, save the model and tokenizer, write the metrics."""
+"""One way to run a `transformers.Trainer` job in every fine-tuning script: parse the command line, set up
+logging, refuse a used output folder, evaluate before and after training, save the model and tokenizer,
+write the metrics."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import logging
 import math
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import datasets
 import transformers
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
+
+from gptcore.training.arguments import ModelArguments, parse_args
+from gptcore.training.runtime import check_output_dir
 
 
 @dataclass
@@ -22,14 +25,17 @@ class OutputArguments:
     )
 
 
-def check_output_dir(args: TrainingArguments, output: OutputArguments) -> None:
-    """Refuse to mix two runs in one --output_dir (Trainer would write over the earlier run's files)."""
-    folder = Path(args.output_dir)
-    if folder.is_dir() and any(folder.iterdir()) and not args.resume_from_checkpoint and not output.overwrite_output_dir:
-        raise ValueError(
-            f"output directory {folder} is not empty; pass --overwrite_output_dir to write into it anyway, "
-            "--resume_from_checkpoint to continue the run there, or another --output_dir"
-        )
+def start_finetuning(*script_arguments: type, description: str | None = None) -> tuple[Any, ...]:
+    """Parse the command line into `ModelArguments`, the script's own dataclasses, `TrainingArguments` (and
+    --overwrite_output_dir), with `description` heading --help; set up logging; refuse a non-empty --output_dir,
+    which Trainer would write over, unless resuming or overwriting; seed everything.
+    Returns (model arguments, *script arguments, training arguments)."""
+    *parsed, output = parse_args(ModelArguments, *script_arguments, TrainingArguments, OutputArguments, description=description)
+    training: TrainingArguments = parsed[-1]
+    setup_logging(training)
+    check_output_dir(training.output_dir, resume=bool(training.resume_from_checkpoint), overwrite=output.overwrite_output_dir)
+    set_seed(training.seed)
+    return tuple(parsed)
 
 
 def setup_logging(args: TrainingArguments) -> None:

@@ -3,7 +3,7 @@
 Activation memory is counted tensor by tensor: for each operation of a block, the tensors autograd keeps
 for the backward pass (what `torch.autograd.graph.saved_tensors_hooks` reports for gptcore's modules in
 PyTorch 2.x), with the dtype each one has under the chosen precision. Nothing here is fitted to
-measurements; `estimate.py --measure` runs a real step to compare against.
+measurements; `memory_measurement` runs real steps to compare against (`estimate.py --measure`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,23 @@ from dataclasses import dataclass
 from typing import Any
 
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How one optimizer step runs, as far as its memory goes: what the estimate assumes and a measurement runs."""
+
+    batch: int
+    seq_len: int
+    precision: str = "fp32"  # one of PRECISIONS
+    gradient_checkpointing: bool = False
+    device: str = "cpu"  # "cuda", or anything else for PyTorch's CPU kernels, which keep other tensors
+    attention: str = "sdpa"  # or "eager"
+
+
+def format_bytes(n: float) -> str:
+    """`n` bytes in GiB, or in MiB below a quarter GiB, where GiB would show too few digits."""
+    return f"{n / 2**30:.3f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
 @dataclass(frozen=True)
@@ -109,9 +126,9 @@ def _materialized_bytes(d: Dtypes, attention: str) -> int:
     return 4 if attention == "sdpa" else d.compute
 
 
-def block_activation_bytes(shape: Shape, batch: int, seq_len: int, precision: str, device: str, attention: str) -> dict[str, int]:
+def block_activation_bytes(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
     """Bytes one transformer block keeps for its backward pass, for its attention half and its MLP half."""
-    d = dtypes(precision)
+    d, device, attention, batch, seq_len = dtypes(setup.precision), setup.device, setup.attention, setup.batch, setup.seq_len
     N, C, I, H = batch * seq_len, shape.n_embd, shape.n_inner, shape.n_head
     scores = batch * H * seq_len * seq_len
     # CPU dropout multiplies by a noise tensor of the input's dtype and keeps it; CUDA keeps a bool mask.
@@ -140,7 +157,7 @@ def block_activation_bytes(shape: Shape, batch: int, seq_len: int, precision: st
     return {"attention": attn, "mlp": mlp, "total": attn + mlp}
 
 
-def block_backward_peak_bytes(shape: Shape, batch: int, seq_len: int, precision: str, device: str, attention: str) -> int:
+def block_backward_peak_bytes(shape: Shape, setup: TrainingSetup) -> int:
     """The most one block holds during its own backward pass: what it saved and has not freed yet, plus the
     gradients alive at once. The MLP half runs first and frees what it saved, then the attention half.
 
@@ -148,9 +165,9 @@ def block_backward_peak_bytes(shape: Shape, batch: int, seq_len: int, precision:
     dropout) at most three tensors of that size are alive at once: a saved input, the incoming gradient
     and the outgoing one.
     """
-    d = dtypes(precision)
+    d, device, attention, batch, seq_len = dtypes(setup.precision), setup.device, setup.attention, setup.batch, setup.seq_len
     N, C, I = batch * seq_len, shape.n_embd, shape.n_inner
-    saved = block_activation_bytes(shape, batch, seq_len, precision, device, attention)
+    saved = block_activation_bytes(shape, setup)
     residual_grads = 2 * d.residual * N * C  # the gradient flowing down the residual stream, and its update
     # GELU's input and output are saved; backward holds GELU's input, the gradient w.r.t. its output, and w.r.t. its input.
     mlp = saved["total"] - 2 * d.compute * N * I + 3 * d.compute * N * I
@@ -167,24 +184,17 @@ def block_backward_peak_bytes(shape: Shape, batch: int, seq_len: int, precision:
     return residual_grads + max(mlp, attn)
 
 
-def training_memory(
-    shape: Shape,
-    batch: int,
-    seq_len: int,
-    precision: str = "fp32",
-    gradient_checkpointing: bool = False,
-    device: str = "cpu",
-    attention: str = "sdpa",
-) -> dict[str, int]:
+def training_memory(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
     """Bytes for one optimizer step of AdamW (gradients set to None between steps, as Trainer does).
 
     The peak is the largest of the moments a step goes through: the backward pass through the LM head (all
     activations still kept), through the last block, and the end (all gradients, then the optimizer update).
     """
+    precision, gradient_checkpointing, seq_len = setup.precision, setup.gradient_checkpointing, setup.seq_len
     if seq_len > shape.n_positions:
         raise ValueError(f"seq_len {seq_len} exceeds n_positions={shape.n_positions}; pass a shorter --seq_len")
     d = dtypes(precision)
-    N, C, V, L = batch * seq_len, shape.n_embd, shape.vocab_size, shape.n_layer
+    N, C, V, L = setup.batch * seq_len, shape.n_embd, shape.vocab_size, shape.n_layer
     P = shape.params
     weights = d.param * P
     gradients = d.param * P
@@ -192,8 +202,8 @@ def training_memory(
     # Autocast caches the 16-bit copy of each weight it casts; the copies stay alive, saved for backward.
     autocast_weights = 2 * shape.matmul_params if precision.endswith("-mixed") else 0
 
-    block = block_activation_bytes(shape, batch, seq_len, precision, device, attention)["total"]
-    mask = 1 if device == "cuda" else d.residual  # the embedding output has the weights' dtype
+    block = block_activation_bytes(shape, setup)["total"]
+    mask = 1 if setup.device == "cuda" else d.residual  # the embedding output has the weights' dtype
     # Outside the blocks: token and position ids (int64) for the embedding backward, the embedding dropout
     # mask, ln_f's input and statistics, and the LM head's input.
     outer = 8 * N + 8 * seq_len + (mask * N * C if shape.embd_pdrop > 0 else 0)
@@ -213,10 +223,10 @@ def training_memory(
     if gradient_checkpointing:
         kept_blocks = L * d.residual * N * C  # each block keeps only its input and recomputes the rest
         # The last block's activations are rebuilt during its backward (its input is already counted as kept).
-        last_block = block_backward_peak_bytes(shape, batch, seq_len, precision, device, attention) - d.residual * N * C
+        last_block = block_backward_peak_bytes(shape, setup) - d.residual * N * C
     else:
         kept_blocks = L * block
-        last_block = block_backward_peak_bytes(shape, batch, seq_len, precision, device, attention)
+        last_block = block_backward_peak_bytes(shape, setup)
     activations = kept_blocks + outer + head
 
     head_grads = d.param * (V * C + 2 * C)  # LM-head (tied: token-embedding) and ln_f gradients exist by then

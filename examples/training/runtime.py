@@ -1,10 +1,17 @@
-"""What every example script asks of the machine: which device, whether the output folder is free, peak memory."""
+"""What every example script asks of the machine: which device, whether the output folder is free, peak memory,
+and a fresh process to measure it in."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import resource
 import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,7 +20,10 @@ def pick_device(name: str = "auto") -> torch.device:
     """`auto`: the accelerator torch finds (CUDA, MPS, XPU, ...), else the CPU; any other name as given."""
     if name != "auto":
         return torch.device(name)
-    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; before it, only CUDA is looked for
+    if accelerator is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return accelerator.current_accelerator() if accelerator.is_available() else torch.device("cpu")
 
 
 def check_output_dir(output_dir: str | Path, resume: bool, overwrite: bool) -> None:
@@ -64,3 +74,32 @@ def reset_peak_resident() -> None:
     if not clear_refs.exists():
         raise ValueError("measuring the peak memory of one phase needs Linux (/proc/self/clear_refs)")
     clear_refs.write_text("5")
+
+
+def start_in_fresh_process(function: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Future:
+    """Start `function(*args)` in a new Python interpreter and return its future result.
+
+    A new interpreter (multiprocessing's "spawn") starts with none of this process's memory, so its resident
+    memory and peak are the function's alone; `env` is added to its environment (read at start-up, e.g. by
+    the C allocator). `function` and `args` must be picklable: a module-level function of an installed module.
+    An exception raised there is raised again by `.result()`.
+    """
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    with _environment(env or {}):
+        future = executor.submit(function, *args)  # starts the process now, with the environment as it is
+    executor.shutdown(wait=False)  # the process ends once the function returns
+    return future
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value

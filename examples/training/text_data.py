@@ -13,7 +13,6 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
 
-BUNDLED_DATA = Path(__file__).resolve().parents[1] / "data"
 _TEXT_SUFFIXES = (".txt", ".text", ".md")
 _TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _JSON_SUFFIXES = (".json", ".jsonl")
@@ -25,11 +24,13 @@ def load_rows(
     dataset_config_name: str | None = None,
     split: str = "train",
     column_names: list[str] | None = None,
+    sample_by: str = "paragraph",
 ) -> Dataset:
     """Rows of a local file, or of one split of a Hub dataset.
 
-    Text files become one row per paragraph (split at blank lines, column "text"); CSV/TSV files need a
-    header row unless `column_names` names the columns; JSON files hold a list of objects, JSONL one per line.
+    Text files become one row (column "text") per `sample_by`: "paragraph" (split at blank lines), "document"
+    (the whole file) or "line", line breaks kept; CSV/TSV files need a header row unless `column_names` names
+    the columns; JSON files hold a list of objects, JSONL one per line.
     """
     if (data_file is None) == (dataset_name is None):
         raise ValueError("pass either a data file or a Hub dataset name (--dataset_name), exactly one of them")
@@ -52,7 +53,7 @@ def load_rows(
         check_json(path)  # datasets' own error names neither the file's line nor what is wrong there
     try:
         if suffix in _TEXT_SUFFIXES:
-            rows = load_dataset("text", data_files=str(path), sample_by="paragraph", split="train")
+            rows = load_dataset("text", data_files=str(path), sample_by=sample_by, keep_linebreaks=True, split="train")
         elif suffix in _TABLE_SEPARATORS:
             separator = _TABLE_SEPARATORS[suffix]
             options = {"header": None, "names": column_names} if column_names else {}

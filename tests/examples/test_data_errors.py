@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-from gptcore.training.text_data import load_rows, require_columns  # noqa: E402
-from finetune_instruction import DataArguments, load_splits  # noqa: E402
-from gptcore.training.lm_data import load_text_datasets, pack_into_blocks, tokenize_documents  # noqa: E402
-
-from gptcore.tokenization import gpt2_tokenizer  # noqa: E402
+from gptcore.tokenization import gpt2_tokenizer
+from gptcore.training.instruction_data import InstructionDataArguments, load_instruction_splits
+from gptcore.training.lm_data import load_text_datasets, pack_into_blocks, tokenize_documents
+from gptcore.training.text_data import load_rows, require_columns
 
 RECORD = json.dumps({"instruction": "Name a colour.", "output": "Blue."})
 
@@ -52,7 +47,7 @@ def test_instruction_records_without_an_output_are_refused(tmp_path: Path) -> No
     path = tmp_path / "records.jsonl"
     path.write_text(json.dumps({"instruction": "Name a colour.", "answer": "Blue."}) + "\n")
     with pytest.raises(ValueError, match=r"has no column\(s\) \['output'\]"):
-        load_splits(DataArguments(data_file=str(path)), seed=0)
+        load_instruction_splits(InstructionDataArguments(data_file=str(path)), seed=0)
 
 
 def test_pretraining_refuses_an_empty_text_file(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from tests.processes import run_example, run_example_in_process
 from torch.utils.flop_counter import FlopCounterMode
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+from gptcore.training.memory import format_bytes
 
 
 def estimate(tmp_path, overrides: str, *args: str, monkeypatch=None) -> dict:
@@ -47,6 +48,19 @@ def test_params_flops_and_kv_cache_are_exact(tied, tmp_path, monkeypatch):
     assert cached_bytes == fp32["kv_cache_per_token"] * 2 * cache.get_seq_length()
 
 
+@pytest.mark.parametrize(("args", "params"), [((), 124_439_808), (("--config", "gpt2-medium"), 354_823_168)], ids=["default", "gpt2-medium"])
+def test_the_default_is_gpt2_small_and_config_names_a_size(args, params, tmp_path, monkeypatch):
+    out = tmp_path / "estimate.json"
+    run_example_in_process("estimate.py", *args, "--output_json", str(out), monkeypatch=monkeypatch)
+    assert json.loads(out.read_text())["params"] == params  # GPT-2's published sizes, tied LM head
+
+
+def test_sizes_are_shown_in_the_unit_that_keeps_their_digits():
+    assert format_bytes(3 * 2**30) == "3.000 GiB" and format_bytes(2**28) == "0.250 GiB"
+    assert format_bytes(2**28 - 2**20) == "255.0 MiB" and format_bytes(1536 * 1024) == "1.5 MiB"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, batch_size, seq_len, checkpointing",
     [

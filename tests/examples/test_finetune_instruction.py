@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 import torch
-from tests.processes import run_example, run_example_in_process
 from safetensors.torch import load_file
+from tests.examples.trainer_flags import QUIET_TRAINER
+from tests.processes import run_example, run_example_in_process
 from transformers import AutoTokenizer
 
 from gptcore.modeling import GPTCoreForCausalLM
 
-COMMON = ["--per_device_eval_batch_size", "8", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]
+COMMON = ["--per_device_eval_batch_size", "8", *QUIET_TRAINER]
 
 
 def assert_saved_tokenizer_pads_left(folder):
@@ -27,6 +29,7 @@ def assert_saved_tokenizer_pads_left(folder):
     assert ids[1][0] == tokenizer.pad_token_id and ids[1][-1] != tokenizer.pad_token_id
 
 
+@pytest.mark.slow
 def test_only_the_response_is_learned_and_held_out_instructions_are_answered(tiny_gptcore_checkpoint, tmp_path):
     # Instructions of random words cannot be predicted; the response always can. Only a loss restricted to
     # the response (prompt labels -100) can fall near zero here.

@@ -1,4 +1,4 @@
-"""Every example script answers --help, and user mistakes end with a message that says what to do.
+"""The example scripts share one set of model flags, and user mistakes end with a message that says what to do.
 
 The scripts run in this process, as `python examples/<script>` would run them, so that these quick checks
 do not pay for starting an interpreter each.
@@ -6,20 +6,37 @@ do not pay for starting an interpreter each.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import re
+
 import pytest
 from tests.processes import EXAMPLES, run_example_in_process
 
-SCRIPTS = ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py", "perplexity.py", "generate.py", "estimate.py"]
+from gptcore.modeling import PRESETS
+from gptcore.training.arguments import ModelArguments
+from gptcore.training.runtime import check_output_dir
+
+FINETUNING = ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py"]
+SCRIPTS = [*FINETUNING, "perplexity.py", "generate.py", "estimate.py"]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_help(script, monkeypatch, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        run_example_in_process(script, "--help", monkeypatch=monkeypatch)
-    assert exit_info.value.code == 0
-    shown = capsys.readouterr().out
-    assert shown.startswith("usage:")
-    assert "--model_name_or_path" in shown and "--config_overrides" in shown
+def test_every_script_documents_itself_and_takes_the_shared_model_flags(monkeypatch, capsys):
+    model_flags = [f"--{field.name}" for field in dataclasses.fields(ModelArguments)]
+    for script in SCRIPTS:
+        with pytest.raises(SystemExit) as exit_info:
+            run_example_in_process(script, "--help", monkeypatch=monkeypatch)
+        assert exit_info.value.code == 0
+        shown = capsys.readouterr().out
+        flat = " ".join(shown.split())  # argparse wraps the help text
+        summary = ast.get_docstring(ast.parse((EXAMPLES / script).read_text())).splitlines()[0]
+        assert summary in shown, f"{script} --help lacks its description"
+        missing = [flag for flag in model_flags if not re.search(rf"^\s+{flag}\b", shown, re.M)]
+        assert not missing, f"{script} --help lacks the shared model flags {missing}"
+        assert f"one of {', '.join(PRESETS)}, or a config.json" in flat, f"{script} --config does not list the model sizes"
+        if script in FINETUNING:
+            for flag in ("--output_dir", "--overwrite_output_dir", "--learning_rate", "--resume_from_checkpoint"):
+                assert re.search(rf"^\s+{flag}\b", shown, re.M), f"{script} --help lacks {flag}"
 
 
 def test_missing_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
@@ -43,21 +60,18 @@ def test_missing_data_file_is_named(tiny_gptcore_checkpoint, tmp_path, monkeypat
         run_example_in_process("perplexity.py", "--model_name_or_path", str(tiny_gptcore_checkpoint), "--text_file", str(missing), monkeypatch=monkeypatch)
 
 
-@pytest.mark.parametrize("script", ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py"])
+@pytest.mark.parametrize("script", FINETUNING)
 def test_non_empty_output_dir_is_refused_unless_overwrite(script, tiny_gptcore_checkpoint, tmp_path, monkeypatch):
     (tmp_path / "earlier_run.json").write_text("{}")
-    with pytest.raises(ValueError, match=f"output directory {tmp_path} is not empty; pass --overwrite_output_dir"):
+    with pytest.raises(ValueError, match=rf"output directory {re.escape(str(tmp_path))} is not empty; pass .*--overwrite_output_dir"):
         run_example_in_process(script, "--model_name_or_path", str(tiny_gptcore_checkpoint), "--output_dir", str(tmp_path), monkeypatch=monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["earlier_run.json"]  # nothing written, nothing deleted
 
 
-def test_overwrite_output_dir_or_resuming_lets_a_run_use_a_non_empty_dir(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    from transformers import TrainingArguments
-    from gptcore.training.finetuning import OutputArguments, check_output_dir
-
+def test_overwrite_output_dir_or_resuming_lets_a_run_use_a_non_empty_dir(tmp_path):
     (tmp_path / "checkpoint-10").mkdir()
-    check_output_dir(TrainingArguments(output_dir=str(tmp_path)), OutputArguments(overwrite_output_dir=True))
-    check_output_dir(TrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "checkpoint-10")), OutputArguments())
+    check_output_dir(tmp_path, resume=False, overwrite=True)
+    check_output_dir(tmp_path, resume=True, overwrite=False)
+    check_output_dir(tmp_path / "new", resume=False, overwrite=False)
     with pytest.raises(ValueError, match="is not empty"):
-        check_output_dir(TrainingArguments(output_dir=str(tmp_path)), OutputArguments())
+        check_output_dir(tmp_path, resume=False, overwrite=False)
