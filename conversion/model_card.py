@@ -1,9 +1,10 @@
-"""The short README.md written into every converted folder: where the weights came from."""
+"""Model cards (README.md with the Hub's metadata header): one writer, and the card of a converted folder."""
 
 from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
@@ -18,10 +19,16 @@ _LOADING = {
 }
 
 
+def write_card(folder: str | os.PathLike, title: str, body: str, **metadata: Any) -> None:
+    """README.md in `folder`: the Hub's YAML header from `metadata` (ModelCardData fields: library_name, license,
+    tags, pipeline_tag, ...; None values are left out), then `# title` and the Markdown `body`."""
+    header = ModelCardData(**metadata).to_yaml()
+    ModelCard(f"---\n{header}\n---\n\n# {title}\n\n{body}").save(os.path.join(folder, "README.md"))
+
+
 def write_model_card(folder: str, name: str, checkpoint: SourceCheckpoint, target: str, dtype: str) -> None:
     """README.md in `folder`, titled `name` (the folder is a temporary one until the conversion succeeds)."""
     config = checkpoint.config
-    data = ModelCardData(library_name="transformers", license=checkpoint.license, tags=["gptcore", "gpt2", "converted"])
     if checkpoint.license:
         license_line = f"License: `{checkpoint.license}`, that of the source weights."
     else:
@@ -30,8 +37,6 @@ def write_model_card(folder: str, name: str, checkpoint: SourceCheckpoint, targe
             "check it before redistributing. (OpenAI's original GPT-2 weights are MIT-licensed.)"
         )
     lines = [
-        f"# {name}",
-        "",
         f"Converted by `python -m gptcore.conversion` on {datetime.date.today().isoformat()}.",
         "",
         f"- Source: `{checkpoint.source}` (format `{checkpoint.format}`)",
@@ -45,4 +50,7 @@ def write_model_card(folder: str, name: str, checkpoint: SourceCheckpoint, targe
         "",
         license_line,
     ]
-    ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n").save(os.path.join(folder, "README.md"))
+    write_card(
+        folder, name, "\n".join(lines) + "\n",
+        library_name="transformers", license=checkpoint.license, tags=["gptcore", "gpt2", "converted"],
+    )  # fmt: skip

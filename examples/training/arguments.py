@@ -118,13 +118,14 @@ def load_config(
             raise _missing_checkpoint(args.model_name_or_path) from None
     name = args.config or default_config
     if name in PRESETS:
-        base = preset_config(name).to_dict()
+        base = {**preset_config(name).to_dict(), **(defaults or {})}
     elif Path(name).is_file():
-        base = GPTCoreConfig.from_json_file(name).to_dict()
+        # Fields the file sets win over the script's defaults: the user wrote them.
+        base = {**GPTCoreConfig().to_dict(), **(defaults or {}), **GPTCoreConfig.get_config_dict(name)[0]}
     else:
         raise FileNotFoundError(f"--config {name!r} is neither a model size ({', '.join(PRESETS)}) nor an existing JSON file")
     overrides = parse_config_overrides(args.config_overrides) if args.config_overrides else {}
-    return GPTCoreConfig.from_dict({**base, **(defaults or {}), **overrides, **config_kwargs})  # validates every field
+    return GPTCoreConfig.from_dict({**base, **overrides, **config_kwargs})  # validates every field
 
 
 def load_model(model_class: type[M], args: ModelArguments, defaults: dict[str, Any] | None = None, **config_kwargs: Any) -> M:

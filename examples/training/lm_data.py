@@ -1,4 +1,4 @@
-"""Pretraining data for examples/pretrain.py: raw text in, fixed-length token blocks out, with `datasets`.
+"""Language-modelling data (pretraining, continued pretraining): raw text in, fixed-length token blocks out, with `datasets`.
 
     load_text_datasets -> tokenize_documents -> pack_into_blocks -> split_validation
 
@@ -18,9 +18,8 @@ import torch
 from gptcore.training.text_data import non_blank_lines
 from datasets import Dataset, IterableDataset, load_dataset
 
-BUNDLED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "data" / "corpus"
-BUNDLED_CORPUS = sorted(str(path) for path in BUNDLED_CORPUS_DIR.glob("*.txt"))
-# Counting token frequencies is one pass over the data; past this many tokens the estimate stops improving.
+# The unigram baseline is a reference, not a result: ten million tokens estimate the frequencies that matter
+# well, and the count stays one quick pass however large (or endless, when streamed) the training data is.
 UNIGRAM_MAX_TRAIN_TOKENS = 10_000_000
 
 
@@ -33,7 +32,8 @@ def load_text_datasets(
     sample_by: str,
     streaming: bool,
 ) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset | None]:
-    """(train, validation or None) rows of raw text, from local text files or a Hub dataset."""
+    """(train, validation or None) rows of raw text, from local text files or a Hub dataset; there is no default
+    (a script that has one, such as examples/pretrain.py with its bundled books, passes it as `train_files`)."""
     if dataset_name is not None:
         if train_files or validation_files:
             raise ValueError("pass either --dataset_name or --train_files/--validation_files, not both")
@@ -42,7 +42,9 @@ def load_text_datasets(
             raise ValueError(f"dataset {dataset_name!r} has no 'train' split (it has {sorted(raw)}); pick another dataset")
         train, validation = raw["train"], raw.get("validation")
     else:
-        data_files = {"train": train_files or BUNDLED_CORPUS}
+        if not train_files:
+            raise ValueError("no training data: pass --train_files (local text files) or --dataset_name (a Hub dataset)")
+        data_files = {"train": train_files}
         if validation_files:
             data_files["validation"] = validation_files
         for files in data_files.values():

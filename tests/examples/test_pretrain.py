@@ -1,12 +1,14 @@
 """End to end: examples/pretrain.py in subprocesses, with a tiny model on one bundled text.
 
 One reference run (1 process) is compared with a 2-process DDP run on CPU (same global batch: the same loss
-curve) and with a run stopped by SIGTERM and resumed from its checkpoint (the identical curve).
+curve) and with runs stopped by SIGTERM or SIGKILL and resumed from their checkpoints (the identical curve).
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import os
 import random
 import signal
@@ -48,12 +50,14 @@ def metrics(output_dir: Path) -> list[dict]:
 
 
 def curve(output_dir: Path) -> dict[tuple[int, str], float]:
-    return {(r["step"], k): r[k] for r in metrics(output_dir) for k in ("train_loss", "val_loss") if k in r}
+    """(step, "train_loss" or "val_loss") -> the loss."""
+    records = metrics(output_dir)
+    return {(record["step"], name): record[name] for record in records for name in ("train_loss", "val_loss") if name in record}
 
 
-def max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(abs(a[k] - b[k]) for k in a)
+def max_difference(curve: dict, reference_curve: dict) -> float:
+    assert curve.keys() == reference_curve.keys()
+    return max(abs(curve[point] - reference_curve[point]) for point in curve)
 
 
 @pytest.fixture(scope="module")
@@ -64,40 +68,112 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     return tmp / "out", result
 
 
-def test_help() -> None:
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0
-    assert "--resume_from_checkpoint" in result.stdout and "--no_cross_document_attention" in result.stdout
+# Every option of the script; renaming or dropping one breaks users' command lines.
+OPTIONS = {
+    "--model_name_or_path", "--config", "--config_overrides", "--tokenizer_name_or_path", "--gradient_checkpointing",
+    "--torch_compile", "--train_files", "--validation_files", "--dataset_name", "--dataset_config_name", "--text_column",
+    "--sample_by", "--streaming", "--validation_split_percentage", "--max_eval_samples", "--preprocessing_num_workers",
+    "--block_size", "--no_cross_document_attention", "--batch_size", "--gradient_accumulation_steps", "--max_steps",
+    "--learning_rate", "--min_lr_ratio", "--warmup_steps", "--weight_decay", "--adam_beta1", "--adam_beta2",
+    "--max_grad_norm", "--mixed_precision", "--skip_nonfinite_steps", "--seed", "--output_dir", "--overwrite_output_dir",
+    "--resume_from_checkpoint", "--eval_steps", "--save_steps", "--save_total_limit", "--sample_prompt",
+    "--sample_max_new_tokens", "-h", "--help",
+}  # fmt: skip
 
 
-def test_run_leaves_a_loadable_model_and_its_report(reference: tuple[Path, subprocess.CompletedProcess]) -> None:
+def test_help_lists_every_option_and_the_bundled_books_from_any_folder(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = set(re.findall(r"^\s+(-[-\w]+)", result.stdout, flags=re.MULTILINE))  # the first option of each help entry
+    listed |= set(re.findall(r", (--\w+)", result.stdout))
+    assert listed == OPTIONS
+    help_text = " ".join(result.stdout.split())
+    assert "start from random weights of this size, one of cpu-small" in help_text  # the shared ModelArguments help
+    corpus = ROOT / "examples" / "data" / "corpus"
+    assert f"Default: the 3 text files in {corpus}/ (alice29.txt, asyoulik.txt, plrabn12.txt)" in help_text
+
+
+def printed_sample(stdout: str) -> str:
+    return ast.literal_eval(stdout.split("Sample after 6 steps: ")[1].splitlines()[0])
+
+
+def test_run_leaves_the_trained_model_and_its_report(reference: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, result = reference
-    assert "unigram baseline" in result.stdout and "Sample after 6 steps" in result.stdout and str(out) in result.stdout
+    assert "unigram baseline" in result.stdout and str(out) in result.stdout
     records = metrics(out)
-    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
-    assert [r["step"] for r in records if "val_loss" in r] == [3, 6]
+    assert [record["step"] for record in records if "train_loss" in record] == [1, 2, 3, 4, 5, 6]
+    assert [record["step"] for record in records if "val_loss" in record] == [3, 6]
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (out / "final" / "README.md").read_text()
-    assert "library_name: transformers" in card and "final validation loss" in card and '"max_steps": 6' in card
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3", "step-6"]
+    assert "library_name: transformers" in card and '"max_steps": 6' in card
+    final_val_loss = [record["val_loss"] for record in records if "val_loss" in record][-1]
+    assert f"| final validation loss | {final_val_loss:.4f} |" in card
+    # The model options are recorded with the others, --config filled in with the default size.
+    assert '"config": "cpu-small"' in card and '"config_overrides": "n_layer=2,n_head=2,n_embd=32"' in card
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["step-3", "step-6"]
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import gptcore.modeling  # noqa: F401  (registers the architecture)
 
-    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     assert (out / "final" / "model.safetensors").is_file() and model.config.n_embd == 32
-    ids = tokenizer("Alice", return_tensors="pt").input_ids
+    assert model.config.attn_pdrop == model.config.resid_pdrop == model.config.embd_pdrop == 0.0  # pretraining's default
+    # The saved weights are the trained ones: they give the run's final validation loss on its validation blocks,
+    assert validation_loss(model, tokenizer.eos_token_id) == pytest.approx(final_val_loss, abs=1e-5)
+    # and sampled as the run sampled, the same text.
+    inputs = tokenizer("Alice was beginning to", return_tensors="pt")
+    torch.manual_seed(42)  # the run's --seed
     with torch.no_grad():
-        assert model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (1, ids.size(1) + 3)
+        generated = model.generate(
+            **inputs, max_new_tokens=8, do_sample=True, top_k=50, temperature=0.8,
+            pad_token_id=tokenizer.eos_token_id, remove_invalid_values=True,
+        )  # fmt: skip
+    assert tokenizer.decode(generated[0], skip_special_tokens=False) == printed_sample(result.stdout)
 
 
+def validation_loss(model, eos_token_id: int) -> float:
+    """Mean next-token loss over the validation blocks TINY's run holds out (its data settings, rebuilt here)."""
+    import torch
+    from gptcore.training.lm_data import (
+        document_position_ids,
+        load_text_datasets,
+        pack_into_blocks,
+        split_validation,
+        tokenize_documents,
+    )
+
+    from gptcore.tokenization import gpt2_tokenizer
+
+    text, _ = load_text_datasets([TINY[TINY.index("--train_files") + 1]], None, None, None, "text", "paragraph", streaming=False)
+    blocks = pack_into_blocks(tokenize_documents(text, gpt2_tokenizer(), "text", num_proc=None), block_size=32, num_proc=None)
+    _, validation = split_validation(blocks, None, 5.0, max_eval_blocks=8, seed=42)
+    input_ids = torch.tensor(validation["input_ids"])
+    position_ids = document_position_ids(input_ids, eos_token_id)  # as --no_cross_document_attention has them
+    with torch.no_grad():
+        return model(input_ids, labels=input_ids, position_ids=position_ids, use_cache=False).loss.item()
+
+
+@pytest.mark.slow
+def test_validation_loss_ends_below_the_unigram_baseline(tmp_path: Path) -> None:
+    """Training learns: from ~ln(50257) = 10.8 nats/token at random weights, 60 steps take the validation loss below
+    the unigram baseline the run prints (to ~6.8 against 7.0)."""
+    args = [*TINY, "--max_steps", "60", "--eval_steps", "60", "--save_steps", "0", "--output_dir", str(tmp_path / "out")]
+    result = pretrain(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    baseline = float(re.search(r"Unigram baseline ([\d.]+) nats/token", result.stdout).group(1))
+    (val_loss,) = [record["val_loss"] for record in metrics(tmp_path / "out") if "val_loss" in record]
+    assert val_loss < baseline, f"validation loss {val_loss:.3f} is not below the unigram baseline {baseline:.3f}"
+    assert f"Validation loss {val_loss:.3f} nats/token" in result.stdout and f"vs unigram baseline {baseline:.3f}" in result.stdout
+
+
+@pytest.mark.slow
 def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
-    with socket.socket() as s:  # a free port: other test runs may hold torchrun's default one
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    with socket.socket() as sock:  # a free port: other test runs may hold torchrun's default one
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]  # fmt: skip
     # Two micro-batches of 2 sequences, one sequence per process each: DDP and gradient accumulation at once.
@@ -110,8 +186,8 @@ def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subpr
 
 
 def start(tmp: Path, log: Path, *args: str) -> subprocess.Popen:
-    with open(log, "w") as f:  # the child keeps its own copy of the file descriptor
-        return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=f, stderr=subprocess.STDOUT, env=environment(tmp), cwd=tmp)
+    with open(log, "w") as log_file:  # the child keeps its own copy of the file descriptor
+        return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=log_file, stderr=subprocess.STDOUT, env=environment(tmp), cwd=tmp)
 
 
 def wait_until(proc: subprocess.Popen, log: Path, condition: Callable[[], bool], poll_s: float = 0.05) -> None:
@@ -133,6 +209,7 @@ def steps_done(output_dir: Path) -> int:
     return max(steps)
 
 
+@pytest.mark.slow
 def test_stop_on_sigterm_then_resume_continues_the_identical_curve(
     reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
 ) -> None:
@@ -156,6 +233,7 @@ def test_stop_on_sigterm_then_resume_continues_the_identical_curve(
     assert max_difference(curve(out), curve(reference_out)) < 1e-6
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_training(tmp_path: Path) -> None:
     args = [*TINY, "--learning_rate", "1e30", "--output_dir", str(tmp_path / "out")]
     result = pretrain(tmp_path, *args)
@@ -163,7 +241,7 @@ def test_nonfinite_loss_stops_training(tmp_path: Path) -> None:
     assert "Stopping: the training loss is nan" in result.stderr and "--skip_nonfinite_steps" in result.stderr
     skipped = pretrain(tmp_path, *args, "--overwrite_output_dir", "--skip_nonfinite_steps", "--max_steps", "3")
     assert skipped.returncode == 0, skipped.stderr[-3000:]
-    assert [r["skipped"] for r in metrics(tmp_path / "out") if "train_loss" in r] == [False, True, True]
+    assert [record["skipped"] for record in metrics(tmp_path / "out") if "train_loss" in record] == [False, True, True]
 
 
 def test_refuses_to_mix_runs_in_one_output_dir(tmp_path: Path) -> None:
@@ -174,6 +252,7 @@ def test_refuses_to_mix_runs_in_one_output_dir(tmp_path: Path) -> None:
     assert "is not empty" in result.stderr and "--overwrite_output_dir" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_continues_the_identical_curve(
     reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
 ) -> None:
@@ -193,7 +272,7 @@ def test_sigkill_at_random_points_then_resume_continues_the_identical_curve(
         ("while starting up or loading the checkpoint", lambda log: True, rng.uniform(0.5, 3.0)),
     ]
     for i, (where, condition, delay) in enumerate(kill_points):
-        complete_before = [p.name for p in sorted(checkpoints.glob("step-*"))] if checkpoints.is_dir() else []
+        complete_before = [path.name for path in sorted(checkpoints.glob("step-*"))] if checkpoints.is_dir() else []
         log = tmp_path / f"log-{i}.txt"
         proc = start(tmp_path, log, *args, *(["--resume_from_checkpoint", "latest"] if i else []))
         wait_until(proc, log, lambda: condition(log), poll_s=0.001)

@@ -1,32 +1,29 @@
-"""Unit tests of examples/pretrain.py's data, checkpoint and optimizer helpers (in-process, fast)."""
+"""Unit tests of examples/pretrain.py's engine (gptcore.training.pretraining) and its data (in-process, fast)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-from gptcore.training.pretraining.cli import parse_args  # noqa: E402
-from gptcore.training.pretraining.checkpoints import COMPLETE_MARKER, TrainingProgress, prune_checkpoints, resolve_checkpoint  # noqa: E402
-from gptcore.training.lm_data import (  # noqa: E402
+from gptcore.training.arguments import ModelArguments
+from gptcore.training.lm_data import (
     document_position_ids,
+    load_text_datasets,
     pack_into_blocks,
     split_validation,
     tokenize_documents,
     unigram_baseline,
 )
-from gptcore.training.pretraining.model import parameter_groups  # noqa: E402
+from gptcore.training.pretraining.checkpoints import COMPLETE_MARKER, TrainingProgress, prune_checkpoints, resolve_checkpoint
+from gptcore.training.pretraining.cli import parse_args
+from gptcore.training.pretraining.model import build_model, parameter_groups
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM  # noqa: E402
-from gptcore.tokenization import gpt2_tokenizer  # noqa: E402
+from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, preset_config
+from gptcore.tokenization import gpt2_tokenizer
 
 EOS = 63
 
@@ -70,7 +67,7 @@ def test_validation_split_is_held_out_and_seeded() -> None:
     train_again, val_again = split_validation(blocks, None, 5.0, max_eval_blocks=3, seed=1)
     assert len(train) == 95 and len(val) == 3
     assert val["input_ids"] == val_again["input_ids"] and train["input_ids"] == train_again["input_ids"]
-    assert not {b[0] for b in val["input_ids"]} & {b[0] for b in train["input_ids"]}
+    assert not {block[0] for block in val["input_ids"]} & {block[0] for block in train["input_ids"]}
     with pytest.raises(ValueError, match="too few"):
         split_validation(Dataset.from_dict({"input_ids": [[1, 2]]}), None, 5.0, 3, seed=1)
 
@@ -104,7 +101,7 @@ def test_latest_is_the_newest_complete_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_checkpoint(str(tmp_path / "step-99"), tmp_path)
     prune_checkpoints(tmp_path, keep=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-10", "step-12"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-10", "step-12"]
 
 
 def test_resuming_with_other_data_settings_is_refused() -> None:
@@ -122,10 +119,10 @@ def test_resuming_with_other_data_settings_is_refused() -> None:
 def test_no_weight_decay_on_biases_layernorms_and_embeddings() -> None:
     model = GPTCoreForCausalLM(GPTCoreConfig(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2))
     decay, no_decay = parameter_groups(model, weight_decay=0.1)
-    names = {id(p): n for n, p in model.named_parameters()}
+    names = {id(param): name for name, param in model.named_parameters()}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert sorted(names[id(p)] for p in decay["params"]) == sorted(
-        n for n in names.values() if n.endswith("weight") and (".c_" in n)
+    assert sorted(names[id(param)] for param in decay["params"]) == sorted(
+        name for name in names.values() if name.endswith("weight") and (".c_" in name)
     )
     assert model.lm_head.weight is model.transformer.wte.weight  # tied: decayed as an embedding, listed once
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
@@ -143,3 +140,37 @@ def test_no_weight_decay_on_biases_layernorms_and_embeddings() -> None:
 def test_bad_arguments_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_args(argv)
+
+
+def test_model_options_are_the_shared_model_arguments() -> None:
+    model_args, args = parse_args(["--config_overrides", "n_layer=1", "--block_size", "64"])
+    assert model_args == ModelArguments(config="cpu-small", config_overrides="n_layer=1")  # the default size, named
+    assert args.block_size == 64 and not hasattr(args, "config")  # one place for each option
+    model_args, _ = parse_args(["--model_name_or_path", "runs/pretrain/final"])
+    assert model_args.config is None  # a checkpoint brings its own
+
+
+def test_random_weights_take_pretrainings_choices_under_the_overrides() -> None:
+    tokenizer = gpt2_tokenizer()
+    model_args, args = parse_args(["--config", "gpt2", "--config_overrides", "n_layer=1,attn_pdrop=0.2"])
+    config = build_model(model_args, args, tokenizer).config
+    gpt2 = preset_config("gpt2")
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == (1, gpt2.n_embd, gpt2.n_head, gpt2.n_positions)
+    assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.2)  # no dropout unless overridden
+    assert config.vocab_size == len(tokenizer) and config.bos_token_id == config.eos_token_id == tokenizer.eos_token_id
+
+
+def test_a_config_file_is_the_base_the_overrides_change(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    GPTCoreConfig(n_layer=3, n_head=2, n_embd=32, n_positions=64).to_json_file(path)
+    model_args, args = parse_args(["--config", str(path), "--config_overrides", "n_layer=1", "--block_size", "64"])
+    config = build_model(model_args, args, gpt2_tokenizer()).config
+    assert (config.n_layer, config.n_head, config.n_embd, config.n_positions) == (1, 2, 32, 64)
+    with pytest.raises(ValueError, match="--block_size 128 exceeds the model's n_positions 64"):
+        build_model(*parse_args(["--config", str(path)]), gpt2_tokenizer())
+
+
+def test_without_training_files_the_engine_has_no_default_data() -> None:
+    """The bundled books are examples/pretrain.py's default; the installed package knows no path into examples/."""
+    with pytest.raises(ValueError, match="no training data: pass --train_files .* or --dataset_name"):
+        load_text_datasets(None, None, None, None, "text", "document", streaming=False)

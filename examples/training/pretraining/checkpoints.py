@@ -51,9 +51,9 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["run_settings"]
-        changed = {k: (saved.get(k), v) for k, v in self.run_settings.items() if saved.get(k) != v}
+        changed = {name: (saved.get(name), value) for name, value in self.run_settings.items() if saved.get(name) != value}
         if changed:
-            details = ", ".join(f"--{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
+            details = ", ".join(f"--{name} was {old!r}, now {new!r}" for name, (old, new) in changed.items())
             raise ValueError(
                 f"the checkpoint was written with other data settings ({details}); resume with the same values "
                 "(or start a new run in another --output_dir)"
@@ -88,6 +88,19 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> Path | None:
     return path
 
 
+def resume_or_start(accelerator: Accelerator, spec: str | None, checkpoints_dir: Path, run_settings: dict[str, Any]) -> TrainingProgress:
+    """Where training stands: restored from checkpoint `spec` (see `resolve_checkpoint`), else at the start."""
+    progress = TrainingProgress(run_settings)
+    if spec:
+        checkpoint = resolve_checkpoint(spec, checkpoints_dir)
+        if checkpoint is None:
+            accelerator.print(f"No complete checkpoint in {checkpoints_dir}: starting from scratch")
+        else:
+            load_checkpoint(accelerator, checkpoint, progress)
+            accelerator.print(f"Resumed from {checkpoint} at step {progress.step}")
+    return progress
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path, progress: TrainingProgress) -> None:
     """Restore model, optimizer, scheduler, RNG and data position from a complete checkpoint folder."""
     progress_file = path / PROGRESS_FILE
@@ -100,22 +113,22 @@ def load_checkpoint(accelerator: Accelerator, path: Path, progress: TrainingProg
 def save_checkpoint(accelerator: Accelerator, checkpoints_dir: Path, progress: TrainingProgress, keep: int) -> Path:
     """Save the full training state as `checkpoints_dir/step-{progress.step}`; keep the newest `keep` checkpoints."""
     step = progress.step
-    tmp, final = checkpoints_dir / f".tmp-step-{step}", checkpoints_dir / f"step-{step}"
+    staging, final = checkpoints_dir / f".tmp-step-{step}", checkpoints_dir / f"step-{step}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # every process writes its part (random states, FSDP shards)
+    accelerator.save_state(str(staging))  # every process writes its part (random states, FSDP shards)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / PROGRESS_FILE).write_text(json.dumps(progress.state_dict()))
-        with open(tmp / COMPLETE_MARKER, "w") as f:
-            json.dump({"step": step}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        (staging / PROGRESS_FILE).write_text(json.dumps(progress.state_dict()))
+        with open(staging / COMPLETE_MARKER, "w") as marker:
+            json.dump({"step": step}, marker)
+            marker.flush()
+            os.fsync(marker.fileno())
         if final.exists():  # the same step saved again, e.g. on a signal right after a scheduled save
             os.replace(final, checkpoints_dir / f".old-step-{step}")
-        os.replace(tmp, final)
+        os.replace(staging, final)
         prune_checkpoints(checkpoints_dir, keep)
     accelerator.wait_for_everyone()
     return final

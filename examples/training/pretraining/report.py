@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from gptcore.conversion.model_card import write_card
 
 
 class MetricsLog:
@@ -20,15 +20,15 @@ class MetricsLog:
 
     def write(self, **record: Any) -> None:
         if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(self.path, "a") as file:
+                file.write(json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Forget records past `step`: a run resumed from an earlier checkpoint writes them again.
 
         Rewritten through a temporary file and a rename, so a crash here loses nothing."""
         if self.enabled and self.path.is_file():
-            kept = [json.dumps(r) + "\n" for r in self.records() if r["step"] <= step]
+            kept = [json.dumps(record) + "\n" for record in self.records() if record["step"] <= step]
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text("".join(kept))
             os.replace(tmp, self.path)
@@ -53,13 +53,13 @@ def plot_loss_curve(records: list[dict[str, Any]], path: Path, unigram_baseline:
     matplotlib.use("Agg")  # no display needed; also safe under accelerate launch
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r and math.isfinite(r["train_loss"])]
-    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    train = [(record["step"], record["train_loss"]) for record in records if math.isfinite(record.get("train_loss", math.nan))]
+    validation = [(record["step"], record["val_loss"]) for record in records if "val_loss" in record]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if train:
         ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation")
+    if validation:
+        ax.plot(*zip(*validation), "o-", label="validation")
     if unigram_baseline is not None:
         ax.axhline(unigram_baseline, color="grey", linestyle="--", label=f"unigram baseline ({unigram_baseline:.2f})")
     ax.set_xlabel("optimizer step")
@@ -72,28 +72,19 @@ def plot_loss_curve(records: list[dict[str, Any]], path: Path, unigram_baseline:
     plt.close(fig)
 
 
-def write_model_card(
+def write_training_card(
     model_dir: Path,
     model_config: dict[str, Any],
     num_parameters: int,
-    training_args: dict[str, Any],
+    settings: dict[str, Any],
     metrics: dict[str, Any],
 ) -> None:
-    """README.md with the Hub's metadata header, the training configuration and the final metrics."""
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
+    """README.md with the Hub's metadata header, the final metrics and the run's settings (every option)."""
+    architecture = ", ".join(f"{key}={model_config[key]}" for key in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"))
+    metric_rows = "\n".join(
+        f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |" for name, value in metrics.items()
     )
-    arch = ", ".join(f"{k}={model_config[k]}" for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"))
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
-    content = f"""---
-{card_data.to_yaml()}
----
-
-# gptcore GPT pretrained from scratch
-
-A GPT-2-architecture model ({arch}; {num_parameters / 1e6:.1f}M parameters) trained with gptcore's
+    body = f"""A GPT-2-architecture model ({architecture}; {num_parameters / 1e6:.1f}M parameters) trained with gptcore's
 `examples/pretrain.py`.
 
 ## Use
@@ -115,12 +106,15 @@ training tokens' frequencies with add-one smoothing: a model must beat it to hav
 
 | metric | value |
 |---|---|
-{rows}
+{metric_rows}
 
 ## Training configuration
 
 ```json
-{json.dumps(training_args, indent=2, default=str)}
+{json.dumps(settings, indent=2, default=str)}
 ```
 """
-    ModelCard(content).save(model_dir / "README.md")
+    write_card(
+        model_dir, "gptcore GPT pretrained from scratch", body,
+        library_name="transformers", pipeline_tag="text-generation", tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
+    )  # fmt: skip

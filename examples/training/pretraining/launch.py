@@ -1,0 +1,67 @@
+"""Where a pretraining run starts: accelerate's processes and devices, and a free output folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from accelerate import Accelerator, DataLoaderConfiguration
+from gptcore.training.runtime import check_output_dir
+
+def make_accelerator(args: argparse.Namespace) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        # split_batches: the DataLoader yields global micro-batches and each process takes its slice, so the
+        # data order does not depend on the number of processes. The seeded sampler reshuffles per epoch.
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=args.seed),
+        dynamo_backend="inductor" if args.torch_compile else None,
+        # Without a GPU (or other accelerator), ask for CPU explicitly: only then does accelerate join the
+        # processes of `accelerate launch --multi_gpu` into one gloo process group.
+        cpu=not torch.accelerator.is_available(),
+    )
+    check_process_layout(args, accelerator)
+    # save_state stores the tied lm_head.weight once (it is wte.weight) and logs a warning saying so; loading
+    # re-ties it, so the warning only alarms.
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+    if not accelerator.is_local_main_process:  # one progress bar and one set of messages per machine
+        datasets.disable_progress_bars()
+        transformers.logging.set_verbosity_error()
+    # CPU threads are left to the launcher: torch's default for a single process, and the OMP_NUM_THREADS that
+    # `accelerate launch` sets for each of N processes (its --num_cpu_threads_per_process).
+    return accelerator
+
+
+def check_process_layout(args: argparse.Namespace, accelerator: Accelerator) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and accelerator.num_processes == 1:
+        raise ValueError(
+            f"started as one of {os.environ['WORLD_SIZE']} processes, but accelerate did not set up distributed "
+            "training, so each would train alone; launch with `accelerate launch --multi_gpu --num_processes N`"
+        )
+    micro_batch = args.batch_size // args.gradient_accumulation_steps
+    if micro_batch % accelerator.num_processes:
+        raise ValueError(
+            f"each micro-batch (--batch_size / --gradient_accumulation_steps = {micro_batch} sequences) is split "
+            f"across the {accelerator.num_processes} processes and must be a multiple of that number"
+        )
+
+
+def prepare_output_dir(args: argparse.Namespace, accelerator: Accelerator) -> Path:
+    """Refuse to mix two runs in one folder; with --overwrite_output_dir, delete what an earlier run wrote."""
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, resume=bool(args.resume_from_checkpoint), overwrite=args.overwrite_output_dir)
+    accelerator.wait_for_everyone()  # every process has checked before anything is deleted
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir:  # what an earlier run wrote, and nothing else the folder holds
+            for name in ("checkpoints", "final"):
+                shutil.rmtree(output_dir / name, ignore_errors=True)
+            for name in ("metrics.jsonl", "loss_curve.png"):
+                (output_dir / name).unlink(missing_ok=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return output_dir
