@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "pretrain.py"
@@ -33,6 +34,13 @@ TINY = [
     "--learning_rate", "1e-2", "--warmup_steps", "0",  # large steps from the start, so any difference shows
     "--eval_steps", "3", "--save_steps", "3", "--max_eval_samples", "8", "--sample_max_new_tokens", "8",
 ]  # fmt: skip
+
+
+def free_port() -> str:
+    """A free port for torchrun's rendezvous: other test runs may hold its default one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
 
 
 def environment(tmp: Path) -> dict[str, str]:
@@ -171,11 +179,8 @@ def test_validation_loss_ends_below_the_unigram_baseline(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a free port: other test runs may hold torchrun's default one
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
     launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]  # fmt: skip
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port()]  # fmt: skip
     # Two micro-batches of 2 sequences, one sequence per process each: DDP and gradient accumulation at once.
     args = [*TINY, "--gradient_accumulation_steps", "2", "--output_dir", str(tmp_path / "out")]
     result = pretrain(tmp_path, *args, launcher=launcher)
@@ -183,6 +188,18 @@ def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subpr
     assert "2 processes (MULTI_CPU" in result.stdout  # really one DDP run, not two separate ones
     out, _ = reference
     assert max_difference(curve(tmp_path / "out"), curve(out)) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="on an accelerator FSDP is what runs")
+def test_fsdp_config_on_cpu_is_refused_instead_of_running_ddp(tmp_path: Path) -> None:
+    launcher = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "examples" / "accelerate_fsdp.yaml"), "--num_processes", "2",
+                "--main_process_port", free_port()]  # fmt: skip
+    result = pretrain(tmp_path, *TINY, "--output_dir", str(tmp_path / "out"), launcher=launcher)
+    assert result.returncode != 0
+    assert "asked for FSDP (ACCELERATE_USE_FSDP), but accelerate set up MULTI_CPU on cpu" in result.stderr
+    assert "--multi_gpu" in result.stderr
+    assert not (tmp_path / "out" / "final").exists()
 
 
 def start(tmp: Path, log: Path, *args: str) -> subprocess.Popen:

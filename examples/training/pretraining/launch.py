@@ -12,7 +12,12 @@ import datasets
 import torch
 import transformers
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import DistributedType, str_to_bool
 from gptcore.training.runtime import check_output_dir
+
+# What `accelerate launch` was asked for (its config file or flags set these), and the mode that delivers it.
+_REQUESTED_MODES = {"ACCELERATE_USE_FSDP": DistributedType.FSDP, "ACCELERATE_USE_DEEPSPEED": DistributedType.DEEPSPEED}
+
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
     accelerator = Accelerator(
@@ -38,6 +43,17 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
 
 
 def check_process_layout(args: argparse.Namespace, accelerator: Accelerator) -> None:
+    for variable, wanted in _REQUESTED_MODES.items():
+        # accelerate applies FSDP and DeepSpeed on accelerators only; elsewhere it quietly sets up plain data
+        # parallelism, in which every process holds the whole model: not what a sharded run was sized for.
+        if str_to_bool(os.environ.get(variable, "false")) and accelerator.distributed_type != wanted:
+            raise ValueError(
+                f"the accelerate launch asked for {wanted.value} ({variable}), but accelerate set up "
+                f"{accelerator.distributed_type.value} on {accelerator.device.type}: it applies {wanted.value} on GPUs "
+                "(and other accelerators) only, so every process would hold the whole model. On CPUs, launch data "
+                "parallelism explicitly (`accelerate launch --multi_gpu --num_processes N examples/pretrain.py ...`); "
+                f"for {wanted.value}, run on GPUs"
+            )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and accelerator.num_processes == 1:
         raise ValueError(
             f"started as one of {os.environ['WORLD_SIZE']} processes, but accelerate did not set up distributed "
