@@ -13,6 +13,9 @@ Entries, and the releases that need each (gptcore supports transformers 5.0.0 an
 - `create_causal_mask`: `input_embeds` in 5.0-5.1, `cache_position` required in 5.0-5.3 (accepted until 5.8),
   `past_key_values` renamed `cache` in 5.24;
 - the attention registry: `get_interface` from 5.1, indexing by name in 5.0;
+- continuous batching's paged KV cache (`generate_batch`, `transformers serve --continuous-batching`): the
+  attention function updates it in 5.0 (the `paged|` functions read it from their `cache` keyword), the model
+  does in 5.24 (`cache.update(key, value, layer_idx, kwargs)`);
 - `GradientCheckpointingLayer` (all 5.x), the identity of the default causal-LM loss (all 5.x), and
   `cached_file`'s private "None when absent" switch (all 5.x): one place to change when they move.
 """
@@ -125,6 +128,41 @@ def attention_function(config: Any, default: Callable) -> Callable:
     if config._attn_implementation in (None, "eager"):
         return default
     return ALL_ATTENTION_FUNCTIONS[config._attn_implementation]
+
+
+# --- Continuous batching ---------------------------------------------------------------------------------------
+# Continuous batching (`generate_batch`, `transformers serve --continuous-batching`) packs the requests of a batch
+# into one row and keeps their keys and values in one paged cache, read and written by index (`read_index`,
+# `write_index`, ... arrive as forward keywords). That cache does not fit the core's KV-cache seam (no
+# `get_seq_length`; its update also picks per-layer arguments for the attention function), so the wrapper gives the
+# core no cache and an attention function that passes each layer's new keys and values to the paged cache first.
+try:
+    from transformers.generation.continuous_batching.cache import PagedAttentionCache as _PagedAttentionCache
+except ImportError:  # pragma: no cover - every 5.x release has it
+    _PagedAttentionCache = None
+
+# 5.24: the model calls `cache.update(key, value, layer_idx, kwargs)`, which completes `kwargs` in place for the
+# attention function. 5.0: the `paged|sdpa` / `paged|eager` attention functions update the cache themselves, from
+# their `cache` keyword (`update(..., read_index, write_index)`).
+_MODEL_UPDATES_PAGED_CACHE = _PagedAttentionCache is not None and "kwargs" in inspect.signature(_PagedAttentionCache.update).parameters
+
+
+def is_paged_cache(cache: Any) -> bool:
+    """True for continuous batching's paged cache (one cache shared by every request of the batch)."""
+    return _PagedAttentionCache is not None and isinstance(cache, _PagedAttentionCache)
+
+
+def paged_attention(attention_fn: Callable, cache: Any) -> Callable:
+    """`attention_fn` (from `attention_function`) with the paged `cache` taking the new keys and values first, so
+    that it attends over every token of each packed request, cached and new."""
+
+    def attend(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any) -> Any:
+        if not _MODEL_UPDATES_PAGED_CACHE:
+            return attention_fn(module, query, key, value, attention_mask, cache=cache, **kwargs)
+        key, value = cache.update(key, value, module.layer_idx, kwargs)  # kwargs: now this layer's cache arguments
+        return attention_fn(module, query, key, value, attention_mask, **kwargs)
+
+    return attend
 
 
 try:

@@ -33,7 +33,9 @@ from .compat import (
     capture_outputs,
     create_causal_mask,
     is_default_causal_lm_loss,
+    is_paged_cache,
     output_cache,
+    paged_attention,
 )
 from .configuration_gptcore import GPTCoreConfig
 from .core import Block, CausalSelfAttention, GPTTransformer, eager_attention, init_weights
@@ -141,21 +143,28 @@ class GPTCoreModel(GPTTransformer, GPTCorePreTrainedModel):
             use_cache = False
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        attention_fn = attention_function(self.config, eager_attention)
 
-        if position_ids is None:
-            past_len = cache.get_seq_length() if cache is not None else 0
-            position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
-        if attention_mask is not None and attention_mask.dim() == 2:
-            check_attention_mask(attention_mask, batch, seq_len, cache)
-        mask = create_causal_mask(
-            self.config, inputs_embeds, attention_mask, cache, position_ids, kwargs.get("cache_position")
-        )
+        if is_paged_cache(cache):
+            # Continuous batching: the requests, packed into one row, share a paged cache that the attention function
+            # updates (see compat.paged_attention). Their position_ids and mask come ready-made (no mask where the
+            # kernel needs none), which transformers' mask building would return as they are.
+            attention_fn, cache, mask = paged_attention(attention_fn, cache), None, attention_mask
+        else:
+            if position_ids is None:
+                past_len = cache.get_seq_length() if cache is not None else 0
+                position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_len).unsqueeze(0)
+            if attention_mask is not None and attention_mask.dim() == 2:
+                check_attention_mask(attention_mask, batch, seq_len, cache)
+            mask = create_causal_mask(
+                self.config, inputs_embeds, attention_mask, cache, position_ids, kwargs.get("cache_position")
+            )
         hidden_states = super().forward(  # GPTTransformer.forward
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             attention_mask=mask,
             cache=cache,
-            attention_fn=attention_function(self.config, eager_attention),
+            attention_fn=attention_fn,
             **kwargs,
         )
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output(cache if use_cache else None))

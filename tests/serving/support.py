@@ -1,0 +1,111 @@
+"""What the serving tests share: a tiny checkpoint with a transformers GPT-2 twin, greedy references, and
+`examples/serve.py` started in a child process (its own process group, always stopped)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+from tests.oracle import gpt2_config, save_random_gpt2
+from tests.processes import EXAMPLES
+
+from gptcore.modeling import GPTCoreForCausalLM
+from gptcore.tokenization import gpt2_tokenizer
+
+SERVING_EXTRAS = ("openai", "fastapi", "uvicorn")
+STARTUP_TIMEOUT_S = 120  # imports (torch, transformers, the server) dominate; a loaded 2-core machine needs ~30 s
+
+
+def skip_without_serving() -> None:
+    """Skip the calling test module unless the serving extras and transformers' current server are installed."""
+    missing = [name for name in SERVING_EXTRAS if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"the serving extras are not installed ({', '.join(missing)}): pip install -e '.[serving]'", allow_module_level=True)
+    if importlib.util.find_spec("transformers.cli.serving") is None:  # 5.0's single-file server: no /v1/completions
+        pytest.skip("this transformers release's `serve` predates the /v1/completions endpoint and the positional model argument", allow_module_level=True)
+
+
+def build_checkpoint(folder: Path):
+    """(gptcore folder with the GPT-2 tokenizer and its Alpaca chat template, the gptcore model, transformers' GPT-2
+    with the same weights). Weights drawn wide (std 0.3): a tiny model at GPT-2's 0.02 repeats one token whatever
+    the prompt, while these answers differ from prompt to prompt, so a prompt that lost its history shows."""
+    reference = save_random_gpt2(
+        folder / "gpt2", gpt2_config(vocab_size=50257, n_positions=256, n_embd=32, n_head=2, initializer_range=0.3)
+    )
+    model = GPTCoreForCausalLM.from_pretrained(folder / "gpt2").eval()
+    model.save_pretrained(folder / "gptcore")
+    gpt2_tokenizer().save_pretrained(folder / "gptcore")
+    return folder / "gptcore", model, reference
+
+
+@torch.no_grad()
+def greedy(model, input_ids: list[int], max_new_tokens: int) -> list[int]:
+    """The new token ids of greedy `generate()` with the checkpoint's generation config (stops at EOS), as the server."""
+    ids = torch.tensor([input_ids])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=50256)
+    return out[0, ids.size(1) :].tolist()
+
+
+def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids the server builds for `messages`: the chat template with the generation prompt."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def served(model_folder: Path, log_file: Path, *options: str) -> Iterator[str]:
+    """`python examples/serve.py <model_folder> --device cpu ... <options>` on a free local port; yields the OpenAI
+    base URL once /health answers. The server runs in its own process group, killed on the way out whatever happens."""
+    port = _free_port()
+    command = [sys.executable, str(EXAMPLES / "serve.py"), str(model_folder), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *options]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    with open(log_file, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _healthy(f"http://127.0.0.1:{port}/health"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                state = f"exited with {server.returncode}" if server.poll() is not None else f"not up after {STARTUP_TIMEOUT_S} s"
+                pytest.fail(f"the server {state}:\n{log_file.read_text()[-4000:]}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(server.pid, sig)
+                server.wait(timeout=wait_s)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def openai_client(base_url: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
