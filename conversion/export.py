@@ -1,8 +1,8 @@
 """gptcore -> plain transformers GPT-2: a folder `GPT2LMHeadModel.from_pretrained` loads without gptcore.
 
 The weights go through modeling's `HF_GPT2_RULES` read backwards (`reverse_rules`), so import and
-export cannot drift apart. The config keeps GPT-2's field names as they are; model_type becomes "gpt2"
-and gptcore's `auto_map` (remote code) is dropped.
+export cannot drift apart. The config keeps GPT-2's field names as they are; model_type becomes "gpt2",
+gptcore's `auto_map` (remote code) is dropped, and `n_ctx` is added for llama.cpp's converter.
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ logger = logging.getLogger(__name__)
 
 
 def gpt2_config_from_gptcore(config: GPTCoreConfig) -> GPT2Config:
-    """The same fields (GPT-2's names) in a GPT2Config, which records its own model type, classes and dtype."""
-    return GPT2Config.from_dict({k: v for k, v in config.to_dict().items() if k not in FILE_KEYS})
+    """The same fields (GPT-2's names) in a GPT2Config, which records its own model type, classes and dtype.
+
+    Plus GPT-2's legacy `n_ctx` (= n_positions, as in every config OpenAI's GPT-2 shipped with): transformers 5 no
+    longer writes it, but llama.cpp's convert_hf_to_gguf.py reads the context length from it and fails without it.
+    vLLM, optimum and transformers read GPT2Config's own fields (n_positions, n_inner, ...), all written already.
+    """
+    fields = {k: v for k, v in config.to_dict().items() if k not in FILE_KEYS}
+    return GPT2Config.from_dict({**fields, "n_ctx": config.n_positions})
 
 
 def to_hf_gpt2(model: GPTCoreForCausalLM) -> GPT2LMHeadModel:

@@ -74,3 +74,19 @@ def test_cli_in_process_with_model_config_and_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing.pth"), str(tmp_path / "out2")]) == 1
     assert "missing.pth does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_chat_template_travels_with_the_tokenizer(tmp_path):
+    """An instruction-tuned folder keeps its chat template through conversion (transformers 5 stores it in its own file)."""
+    from transformers import AutoTokenizer
+
+    from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+    from gptcore.tokenization import ALPACA_CHAT_TEMPLATE, gpt2_tokenizer
+
+    source = tmp_path / "instruct"
+    GPTCoreForCausalLM(GPTCoreConfig(n_layer=1, n_head=2, n_embd=16, n_positions=32)).save_pretrained(source)
+    tokenizer = gpt2_tokenizer()
+    tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
+    tokenizer.save_pretrained(source)
+    assert main([str(source), str(tmp_path / "gpt2"), "--to", "hf-gpt2", "-q"]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "gpt2").chat_template == ALPACA_CHAT_TEMPLATE
