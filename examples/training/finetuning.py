@@ -15,7 +15,7 @@ import transformers
 from transformers import Trainer, TrainingArguments, set_seed
 
 from gptcore.training.arguments import ModelArguments, parse_args
-from gptcore.training.runtime import check_output_dir
+from gptcore.training.runtime import check_output_dir, resolve_mixed_precision
 
 
 @dataclass
@@ -25,17 +25,48 @@ class OutputArguments:
     )
 
 
+@dataclass
+class PrecisionArguments:
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "choices": ["auto", "no", "fp16", "bf16"],
+            "help": "auto: --bf16/--fp16 if given; else under `accelerate launch` its setting (its --mixed_precision or "
+            "config file, else no); otherwise bf16 where the hardware computes it natively (GPUs of compute capability "
+            "8.0 or newer, CPUs with AMX or AVX-512 bf16), else no (fp32).",
+        },
+    )
+
+
 def start_finetuning(*script_arguments: type, description: str | None = None) -> tuple[Any, ...]:
     """Parse the command line into `ModelArguments`, the script's own dataclasses, `TrainingArguments` (and
-    --overwrite_output_dir), with `description` heading --help; set up logging; refuse a non-empty --output_dir,
-    which Trainer would write over, unless resuming or overwriting; seed everything.
-    Returns (model arguments, *script arguments, training arguments)."""
-    *parsed, output = parse_args(ModelArguments, *script_arguments, TrainingArguments, OutputArguments, description=description)
+    --overwrite_output_dir, --mixed_precision), with `description` heading --help; set up logging; refuse a non-empty
+    --output_dir, which Trainer would write over, unless resuming or overwriting; settle the mixed precision and print
+    it; seed everything. Returns (model arguments, *script arguments, training arguments)."""
+    *parsed, output, precision = parse_args(
+        ModelArguments, *script_arguments, TrainingArguments, OutputArguments, PrecisionArguments, description=description
+    )
     training: TrainingArguments = parsed[-1]
     setup_logging(training)
     check_output_dir(training.output_dir, resume=bool(training.resume_from_checkpoint), overwrite=output.overwrite_output_dir)
+    chosen = apply_mixed_precision(training, precision.mixed_precision)
+    if training.should_log:
+        print(chosen)
     set_seed(training.seed)
     return tuple(parsed)
+
+
+def apply_mixed_precision(training: TrainingArguments, requested: str) -> str:
+    """Set `training`'s mixed precision: --bf16/--fp16 if given, else `requested` (--mixed_precision) as
+    `resolve_mixed_precision` settles it. Returns the line that says which and why."""
+    given = "bf16" if training.bf16 else "fp16" if training.fp16 else None
+    if given and requested not in ("auto", given):
+        raise ValueError(f"--mixed_precision {requested} contradicts --{given}; pass one of them")
+    mode, why = (given, f"--{given}") if given else resolve_mixed_precision(requested, training.device)
+    # TrainingArguments derived `mixed_precision` (what the Trainer gives its Accelerator) from --bf16/--fp16 and
+    # ACCELERATE_MIXED_PRECISION when it was built; the flags are kept in step so that the saved arguments say it too.
+    training.bf16, training.fp16, training.mixed_precision = mode == "bf16", mode == "fp16", mode
+    return f"mixed precision: {mode} ({why})"
 
 
 def setup_logging(args: TrainingArguments) -> None:

@@ -1,15 +1,18 @@
-"""What every example script asks of the machine: which device, whether the output folder is free, peak memory,
-and a fresh process to measure it in."""
+"""What every example script asks of the machine: which device, which precision, whether the output folder is free,
+peak memory, and a fresh process to measure it in."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import resource
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,136 @@ def pick_device(name: str = "auto") -> torch.device:
     if accelerator is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return accelerator.current_accelerator() if accelerator.is_available() else torch.device("cpu")
+
+
+# Mixed precision. bf16 pays off only where the hardware multiplies bf16 natively: on a CPU without AMX or AVX-512
+# bf16 instructions torch converts every bf16 product to fp32 and back, which is far slower than fp32 itself.
+CPU_BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}  # the CPU flag -> how messages name it
+
+
+@dataclass(frozen=True)
+class Bf16Hardware:
+    """What `decide_mixed_precision` looks at, found by `detect_bf16_hardware` (or given, in tests)."""
+
+    name: str  # "CPU", "GPU NVIDIA H100 ...", "mps device"
+    native: tuple[str, ...]  # what computes bf16 natively there, e.g. ("AMX-BF16", "AVX512-BF16"); () if nothing
+    otherwise: str  # what the hardware has instead, for the message when `native` is empty, e.g. "AVX2 only"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set features by their /proc/cpuinfo names (amx_bf16, avx512_bf16, ...)."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # public in newer torch; also outside Linux
+    if get_capabilities is not None:
+        return {name for name, value in get_capabilities().items() if value is True}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def detect_bf16_hardware(device: torch.device) -> Bf16Hardware:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        # including_emulation=False: before compute capability 8.0 a GPU only emulates bf16, slower than fp32
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        name, capability = f"GPU {torch.cuda.get_device_name(index)}", f"compute capability {major}.{minor}"
+        return Bf16Hardware(name, (f"bf16 tensor cores ({capability})",) if native else (), capability)
+    if device.type == "cpu":
+        flags = cpu_flags()
+        native = tuple(label for flag, label in CPU_BF16_FLAGS.items() if flag in flags)
+        return Bf16Hardware("CPU", native, f"{torch.backends.cpu.get_cpu_capability()} only")
+    return Bf16Hardware(f"{device.type} device", (), "only CPUs and CUDA GPUs are checked for it")
+
+
+def decide_mixed_precision(hardware: Bf16Hardware) -> tuple[str, str]:
+    """("bf16" or "no", why): bf16 where the hardware computes it natively, fp32 everywhere else."""
+    if hardware.native:
+        return "bf16", f"{hardware.name} has {' and '.join(hardware.native)}"
+    return "no", f"this {hardware.name} has no native bf16: {hardware.otherwise}"
+
+
+def choose_mixed_precision(device: torch.device) -> tuple[str, str]:
+    """What `--mixed_precision auto` means on `device`: ("bf16" or "no", why)."""
+    return decide_mixed_precision(detect_bf16_hardware(device))
+
+
+def resolve_mixed_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """The mixed precision of a run on `device` and why. `requested` is the command line's: "no", "fp16", "bf16", or
+    "auto": what `accelerate launch` passes (ACCELERATE_MIXED_PRECISION; the launcher always passes one: its
+    --mixed_precision, its config file's, or "no"), and without a launcher `choose_mixed_precision(device)`."""
+    if requested != "auto":
+        return requested, f"--mixed_precision {requested}"
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher:
+        return launcher, f"set by accelerate launch: ACCELERATE_MIXED_PRECISION={launcher}"
+    return choose_mixed_precision(device)
+
+
+# CPU threads. Each operation of a training step is one parallel region whose threads wait for each other at its
+# end. When another process keeps a core busy, a thread of every region waits for that core to be scheduled, and a
+# step takes longer than on fewer threads; on free cores more threads were faster for every model size measured
+# (down to one 32-wide layer: GPT-2's vocabulary keeps the LM head large). What decides is the machine's load.
+
+
+def busy_cores(window_s: float = 0.5) -> tuple[float, str] | None:
+    """How many cores other processes keep busy, and how that was measured. On Linux: their CPU time in /proc/stat
+    over `window_s` while this process sleeps. Elsewhere the 1-minute load average, which lags (a job that ended a
+    minute ago still counts) and counts this process too. None where neither exists (Windows)."""
+    try:
+        before, own_before, started = _all_busy_ticks(), _own_ticks(), time.perf_counter()
+        time.sleep(window_s)
+        others = (_all_busy_ticks() - before) - (_own_ticks() - own_before)
+        seconds = time.perf_counter() - started
+        return others / os.sysconf("SC_CLK_TCK") / seconds, f"their CPU time in /proc/stat over {seconds:.1f} s"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0], "the 1-minute load average"
+    except (AttributeError, OSError):
+        return None
+
+
+def _all_busy_ticks() -> int:
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+
+
+def _own_ticks() -> int:
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime of every thread of this process
+
+
+def decide_threads(cores: int, busy: tuple[float, str] | None) -> tuple[int, str]:
+    """CPU threads for training and why, given torch's default thread count `cores` and `busy_cores()`. A core
+    counts as free when less than half of it is in use: a thread on a busy core slows a step more than one free
+    core left unused does."""
+    if busy is None:
+        return cores, "torch's default; this system does not say how busy its cores are"
+    load, how = busy
+    free = max(1, min(cores, math.floor(cores - load + 0.5)))
+    if free == cores:
+        return cores, f"torch's default: the {cores} cores are free; other processes use {load:.2f} of them, by {how}"
+    return free, (
+        f"other processes keep {cores - free} of the {cores} cores busy ({load:.2f}, by {how}), and a thread that "
+        "waits for a busy core holds up every operation"
+    )
+
+
+def choose_threads(requested: int | None, device: torch.device) -> tuple[int, str]:
+    """How many CPU threads torch should use, and why: `requested` (--threads), else OMP_NUM_THREADS (torch applied
+    it at start-up; `accelerate launch` sets it for each process), else torch's default on an accelerator, else
+    the cores other processes leave free (`decide_threads`)."""
+    if requested is not None:
+        return requested, f"--threads {requested}"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    if device.type != "cpu":
+        return torch.get_num_threads(), f"torch's default; the model runs on {device.type}"
+    return decide_threads(torch.get_num_threads(), busy_cores())
 
 
 def check_output_dir(output_dir: str | Path, resume: bool, overwrite: bool) -> None:

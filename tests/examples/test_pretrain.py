@@ -33,6 +33,10 @@ TINY = [
     "--block_size", "32", "--batch_size", "4", "--max_steps", "6",
     "--learning_rate", "1e-2", "--warmup_steps", "0",  # large steps from the start, so any difference shows
     "--eval_steps", "3", "--save_steps", "3", "--max_eval_samples", "8", "--sample_max_new_tokens", "8",
+    # Runs compared with each other use one thread count and fp32: the automatic thread count depends on the
+    # machine's load, and another count sums in another order (the final validation loss moves by ~5e-7); the
+    # automatic precision is bf16 on CPUs with AMX, and two-process runs get accelerate launch's (fp32 here).
+    "--threads", "1", "--mixed_precision", "no",
 ]  # fmt: skip
 
 
@@ -85,7 +89,7 @@ OPTIONS = {
     "--learning_rate", "--min_lr_ratio", "--warmup_steps", "--weight_decay", "--adam_beta1", "--adam_beta2",
     "--max_grad_norm", "--mixed_precision", "--skip_nonfinite_steps", "--seed", "--output_dir", "--overwrite_output_dir",
     "--resume_from_checkpoint", "--eval_steps", "--save_steps", "--save_total_limit", "--sample_prompt",
-    "--sample_max_new_tokens", "-h", "--help",
+    "--sample_max_new_tokens", "--threads", "-h", "--help",
 }  # fmt: skip
 
 
@@ -108,6 +112,7 @@ def printed_sample(stdout: str) -> str:
 def test_run_leaves_the_trained_model_and_its_report(reference: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, result = reference
     assert "unigram baseline" in result.stdout and str(out) in result.stdout
+    assert "mixed precision: no (--mixed_precision no)" in result.stdout and "threads: 1 (--threads 1)" in result.stdout
     records = metrics(out)
     assert [record["step"] for record in records if "train_loss" in record] == [1, 2, 3, 4, 5, 6]
     assert [record["step"] for record in records if "val_loss" in record] == [3, 6]
@@ -182,10 +187,12 @@ def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subpr
     launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port()]  # fmt: skip
     # Two micro-batches of 2 sequences, one sequence per process each: DDP and gradient accumulation at once.
-    args = [*TINY, "--gradient_accumulation_steps", "2", "--output_dir", str(tmp_path / "out")]
+    # --mixed_precision auto (the default, which TINY overrides): the launcher's setting decides.
+    args = [*TINY, "--mixed_precision", "auto", "--gradient_accumulation_steps", "2", "--output_dir", str(tmp_path / "out")]
     result = pretrain(tmp_path, *args, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes (MULTI_CPU" in result.stdout  # really one DDP run, not two separate ones
+    assert "mixed precision: no (set by accelerate launch: ACCELERATE_MIXED_PRECISION=no)" in result.stdout
     out, _ = reference
     assert max_difference(curve(tmp_path / "out"), curve(out)) < 1e-4
 

@@ -76,9 +76,16 @@ def build_parser(description: str | None, default_train_files: list[str] | None)
     group.add_argument("--adam_beta1", type=float, default=0.9)
     group.add_argument("--adam_beta2", type=float, default=0.95)
     group.add_argument("--max_grad_norm", type=float, default=1.0, help="clip the gradient norm to this; 0 = no clipping (default: 1)")
-    group.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate's setting (no)")
+    group.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
+                       help="auto (default): under `accelerate launch` its setting (its --mixed_precision or config file, "
+                       "else no); otherwise bf16 where the hardware computes it natively (GPUs of compute capability 8.0 "
+                       "or newer, CPUs with AMX or AVX-512 bf16), else no (fp32)")  # fmt: skip
     group.add_argument("--skip_nonfinite_steps", action="store_true", help="skip a step whose loss is NaN/inf instead of stopping")
     group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--threads", type=int,
+                       help="CPU threads for torch. Default: OMP_NUM_THREADS when set (accelerate launch sets it for each "
+                       "process); else, training on the CPU, the cores other processes leave free (a thread that waits for a "
+                       "busy core slows every step; on free cores more threads are faster)")  # fmt: skip
 
     group = parser.add_argument_group("evaluation, checkpoints and outputs")
     group.add_argument("--output_dir", default="runs/pretrain", help="where everything goes (default: runs/pretrain)")
@@ -88,7 +95,7 @@ def build_parser(description: str | None, default_train_files: list[str] | None)
     group.add_argument("--save_steps", type=int, default=100, help="save a checkpoint every N steps; 0 = only on a stop (default: 100)")
     group.add_argument("--save_total_limit", type=int, default=2, help="keep the newest N checkpoints (default: 2)")
     group.add_argument("--sample_prompt", default="Alice was beginning to", help="prompt of the sample generations")
-    group.add_argument("--sample_max_new_tokens", type=int, default=40)
+    group.add_argument("--sample_max_new_tokens", type=int, default=40, help="tokens sampled at each evaluation (default: 40; 0: none)")
     return parser
 
 
@@ -104,6 +111,8 @@ def check_args(model_args: ModelArguments, args: argparse.Namespace) -> None:
     for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps", "save_total_limit", "max_eval_samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     for name in ("warmup_steps", "save_steps", "sample_max_new_tokens"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")

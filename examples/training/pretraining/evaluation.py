@@ -46,8 +46,11 @@ def validation_loss(run: TrainingRun) -> float:
 
 
 def generate_sample(run: TrainingRun) -> str:
-    """A sampled continuation of --sample_prompt, seeded with --seed; leaves the training RNG untouched."""
+    """A sampled continuation of --sample_prompt, seeded with --seed; leaves the training RNG untouched. With
+    --sample_max_new_tokens 0, the prompt alone."""
     model, tokenizer, args = run.unwrapped_model, run.tokenizer, run.args
+    if args.sample_max_new_tokens == 0:  # generate() refuses to make no tokens
+        return args.sample_prompt
     model.eval()
     device = run.accelerator.device
     inputs = tokenizer(args.sample_prompt, return_tensors="pt").to(device)

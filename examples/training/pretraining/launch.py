@@ -1,4 +1,5 @@
-"""Where a pretraining run starts: accelerate's processes and devices, and a free output folder."""
+"""Where a pretraining run starts: accelerate's processes and devices, the precision, CPU threads, and a free
+output folder."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ import torch
 import transformers
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedType, str_to_bool
-from gptcore.training.runtime import check_output_dir
+from gptcore.training.runtime import check_output_dir, choose_threads, pick_device, resolve_mixed_precision
 
 # What `accelerate launch` was asked for (its config file or flags set these), and the mode that delivers it.
 _REQUESTED_MODES = {"ACCELERATE_USE_FSDP": DistributedType.FSDP, "ACCELERATE_USE_DEEPSPEED": DistributedType.DEEPSPEED}
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
+    mixed_precision, why = resolve_mixed_precision(args.mixed_precision, pick_device())
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
+        mixed_precision=mixed_precision,
         # split_batches: the DataLoader yields global micro-batches and each process takes its slice, so the
         # data order does not depend on the number of processes. The seeded sampler reshuffles per epoch.
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=args.seed),
@@ -31,15 +33,23 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         cpu=not torch.accelerator.is_available(),
     )
     check_process_layout(args, accelerator)
+    accelerator.print(f"mixed precision: {accelerator.mixed_precision} ({why})")
+    set_threads(args, accelerator)
     # save_state stores the tied lm_head.weight once (it is wte.weight) and logs a warning saying so; loading
     # re-ties it, so the warning only alarms.
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     if not accelerator.is_local_main_process:  # one progress bar and one set of messages per machine
         datasets.disable_progress_bars()
         transformers.logging.set_verbosity_error()
-    # CPU threads are left to the launcher: torch's default for a single process, and the OMP_NUM_THREADS that
-    # `accelerate launch` sets for each of N processes (its --num_cpu_threads_per_process).
     return accelerator
+
+
+def set_threads(args: argparse.Namespace, accelerator: Accelerator) -> None:
+    """Set torch's CPU threads (`choose_threads`), and say how many and why."""
+    threads, why = choose_threads(args.threads, accelerator.device)
+    torch.set_num_threads(threads)
+    args.threads = threads  # recorded in the model card with the other settings
+    accelerator.print(f"threads: {threads} ({why})")
 
 
 def check_process_layout(args: argparse.Namespace, accelerator: Accelerator) -> None:

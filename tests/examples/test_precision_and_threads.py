@@ -1,0 +1,203 @@
+"""What pretraining and the fine-tuning scripts choose when the user does not: the mixed precision (bf16 only where the
+hardware computes it natively) and the number of CPU threads; and that a choice the user or the launcher made wins."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments
+
+from tests.processes import EXAMPLES
+
+from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+from gptcore.training import finetuning, runtime
+from gptcore.training.runtime import Bf16Hardware, choose_mixed_precision, decide_mixed_precision, detect_bf16_hardware
+
+NATIVE_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    """As when started with `python script.py`: `accelerate launch` sets ACCELERATE_MIXED_PRECISION."""
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+
+
+def proc_cpuinfo_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_this_cpu_gets_bf16_only_with_native_bf16_instructions():
+    mode, why = choose_mixed_precision(torch.device("cpu"))
+    native = sorted(runtime.cpu_flags() & NATIVE_BF16_FLAGS)
+    if native:
+        assert mode == "bf16" and why.startswith("CPU has "), why
+    else:  # e.g. an AVX2-only AMD EPYC
+        assert mode == "no"
+        assert why == f"this CPU has no native bf16: {torch.backends.cpu.get_cpu_capability()} only"
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="compares with Linux's /proc/cpuinfo")
+def test_cpu_flags_agree_with_proc_cpuinfo():
+    """torch's detection, where the installed torch has it, and /proc/cpuinfo name the same bf16 and AVX features."""
+    wanted = NATIVE_BF16_FLAGS | {"avx2", "avx512_f"}
+    linux_names = {"avx512f": "avx512_f"}  # the one feature here that torch names differently
+    from_linux = {linux_names.get(flag, flag) for flag in proc_cpuinfo_flags()}
+    assert runtime.cpu_flags() & wanted == from_linux & wanted
+
+
+@pytest.mark.parametrize(
+    ("hardware", "expected"),
+    [
+        (Bf16Hardware("CPU", ("AMX-BF16", "AVX512-BF16"), "AVX512 only"), ("bf16", "CPU has AMX-BF16 and AVX512-BF16")),
+        (Bf16Hardware("CPU", ("AVX512-BF16",), "AVX512 only"), ("bf16", "CPU has AVX512-BF16")),
+        (Bf16Hardware("CPU", (), "AVX2 only"), ("no", "this CPU has no native bf16: AVX2 only")),
+        (
+            Bf16Hardware("GPU NVIDIA H100", ("bf16 tensor cores (compute capability 9.0)",), "compute capability 9.0"),
+            ("bf16", "GPU NVIDIA H100 has bf16 tensor cores (compute capability 9.0)"),
+        ),
+        (
+            Bf16Hardware("GPU Tesla V100", (), "compute capability 7.0"),
+            ("no", "this GPU Tesla V100 has no native bf16: compute capability 7.0"),
+        ),
+    ],
+)
+def test_decision_for_given_hardware(hardware, expected):
+    assert decide_mixed_precision(hardware) == expected
+
+
+def test_detection_reads_the_amx_and_avx512_bf16_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16"})
+    assert detect_bf16_hardware(torch.device("cpu")).native == ("AMX-BF16", "AVX512-BF16")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512_f", "amx_int8"})
+    assert detect_bf16_hardware(torch.device("cpu")).native == ()
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 0), "no")])
+def test_cuda_needs_native_bf16_not_emulated(monkeypatch, capability, expected):
+    """A GPU older than compute capability 8.0 only emulates bf16 (torch counts that as "supported" by default)."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Some GPU")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or capability >= (8, 0)
+    )
+    mode, why = choose_mixed_precision(torch.device("cuda"))
+    assert mode == expected and f"compute capability {capability[0]}.{capability[1]}" in why
+
+
+def test_other_devices_run_fp32():
+    assert choose_mixed_precision(torch.device("mps")) == ("no", "this mps device has no native bf16: only CPUs and CUDA GPUs are checked for it")
+
+
+def test_the_command_line_then_the_launcher_then_the_hardware_decide(monkeypatch, no_launcher):
+    cpu = torch.device("cpu")
+    assert runtime.resolve_mixed_precision("auto", cpu) == choose_mixed_precision(cpu)
+    assert runtime.resolve_mixed_precision("fp16", cpu) == ("fp16", "--mixed_precision fp16")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # accelerate launch --mixed_precision bf16
+    assert runtime.resolve_mixed_precision("auto", cpu) == ("bf16", "set by accelerate launch: ACCELERATE_MIXED_PRECISION=bf16")
+    assert runtime.resolve_mixed_precision("no", cpu) == ("no", "--mixed_precision no")
+
+
+# Fine-tuning: the choice is applied to TrainingArguments before the Trainer is built.
+
+
+def training_arguments(tmp_path: Path, **kwargs) -> TrainingArguments:
+    return TrainingArguments(output_dir=str(tmp_path), report_to="none", save_strategy="no", use_cpu=True, **kwargs)
+
+
+def test_finetuning_auto_applies_the_hardware_choice(tmp_path, no_launcher):
+    training = training_arguments(tmp_path)
+    mode, why = choose_mixed_precision(torch.device("cpu"))
+    assert finetuning.apply_mixed_precision(training, "auto") == f"mixed precision: {mode} ({why})"
+    assert training.mixed_precision == mode and training.bf16 == (mode == "bf16") and not training.fp16
+
+
+def test_finetuning_bf16_choice_reaches_the_trainer(tmp_path, monkeypatch, no_launcher):
+    """On hardware with native bf16 (pretended here) auto turns bf16 on, and the Trainer's accelerator runs it."""
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
+    training = training_arguments(tmp_path)
+    assert finetuning.apply_mixed_precision(training, "auto") == "mixed precision: bf16 (CPU has AMX-BF16 and AVX512-BF16)"
+    assert training.bf16 and training.mixed_precision == "bf16"
+    model = GPTCoreForCausalLM(GPTCoreConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=64, n_positions=16))
+    assert Trainer(model=model, args=training).accelerator.mixed_precision == "bf16"
+
+
+def test_finetuning_explicit_flags_win(tmp_path, monkeypatch, no_launcher):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"amx_bf16"})  # auto would pick bf16
+    assert finetuning.apply_mixed_precision(training_arguments(tmp_path), "no") == "mixed precision: no (--mixed_precision no)"
+    training = training_arguments(tmp_path, bf16=True)
+    assert finetuning.apply_mixed_precision(training, "auto") == "mixed precision: bf16 (--bf16)"
+    with pytest.raises(ValueError, match="--mixed_precision no contradicts --bf16"):
+        finetuning.apply_mixed_precision(training_arguments(tmp_path, bf16=True), "no")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # accelerate launch without --mixed_precision
+    training = training_arguments(tmp_path)
+    assert finetuning.apply_mixed_precision(training, "auto") == "mixed precision: no (set by accelerate launch: ACCELERATE_MIXED_PRECISION=no)"
+    assert not training.bf16
+
+
+# Threads. On a 2-core machine a second thread made the default pretraining step ~1.9x faster when the other core was
+# free and ~1.15x slower when another process kept it busy (README, Pretraining): the load decides.
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "threads"),
+    [(2, 0.2, 2), (2, 0.6, 1), (2, 1.3, 1), (2, 6.5, 1), (16, 0.3, 16), (16, 3.2, 13), (16, 40.0, 1), (2, None, 2)],
+)
+def test_threads_are_the_cores_other_processes_leave_free(cores, load, threads):
+    chosen, why = runtime.decide_threads(cores, None if load is None else (load, "the 1-minute load average"))
+    assert chosen == threads
+    if load is not None:
+        assert f"{load:.2f}" in why and "by the 1-minute load average" in why
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="Linux measures the other processes' CPU time")
+def test_a_process_that_keeps_a_core_busy_is_seen():
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and running
+        load, how = runtime.busy_cores(window_s=0.5)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert load >= 0.8 and how.startswith("their CPU time in /proc/stat over")
+    assert runtime.decide_threads(2, (load, how))[0] == 1
+
+
+def test_an_explicit_thread_count_wins(monkeypatch):
+    monkeypatch.setattr(runtime, "busy_cores", lambda: (9.0, "the 1-minute load average"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert runtime.choose_threads(3, torch.device("cpu")) == (3, "--threads 3")
+    assert runtime.choose_threads(None, torch.device("cpu")) == (torch.get_num_threads(), "OMP_NUM_THREADS=2")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert runtime.choose_threads(None, torch.device("cpu"))[0] == 1
+    assert runtime.choose_threads(None, torch.device("cuda")) == (torch.get_num_threads(), "torch's default; the model runs on cuda")
+    monkeypatch.setattr(runtime, "busy_cores", lambda: (0.0, "the 1-minute load average"))
+    assert runtime.choose_threads(None, torch.device("cpu"))[0] == torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_pretraining_prints_its_choices_and_records_them(tmp_path):
+    """Nothing chosen on the command line or in the environment: the run says what it chose, and why."""
+    env = {name: value for name, value in os.environ.items() if name not in ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    args = ["--config_overrides", "n_layer=1,n_head=2,n_embd=32", "--train_files", str(EXAMPLES / "data" / "corpus" / "alice29.txt"),
+            "--block_size", "16", "--batch_size", "2", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "0",
+            "--max_eval_samples", "2", "--sample_max_new_tokens", "0", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run([sys.executable, str(EXAMPLES / "pretrain.py"), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mode, why = choose_mixed_precision(torch.device("cpu"))
+    assert f"mixed precision: {mode} ({why})\n" in result.stdout
+    threads = re.search(r"^threads: (\d+) \((.*)\)$", result.stdout, re.MULTILINE)
+    assert threads and "other processes" in threads.group(2), result.stdout[-3000:]
+    assert f'"threads": {threads.group(1)}' in (tmp_path / "out" / "final" / "README.md").read_text()
+    assert "Sample after 1 steps: 'Alice was beginning to'" in result.stdout  # --sample_max_new_tokens 0: the prompt alone
