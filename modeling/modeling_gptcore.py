@@ -81,7 +81,11 @@ class GPTCorePreTrainedModel(CheckpointLoadingMixin, PreTrainedModel):
     }
 
     def _init_weights(self, module: nn.Module) -> None:
-        # transformers guards torch.nn.init during loading, so weights read from a checkpoint are kept.
+        # transformers guards torch.nn.init during loading, so weights read from a checkpoint are kept. The guard is a
+        # flag on each loaded tensor, which a weight quantised while loading (torchao: a tensor subclass) lacks on
+        # 5.0 (5.24 does not re-initialise it); it holds loaded values either way: such a module is left alone.
+        if any(type(weight) not in (nn.Parameter, torch.Tensor) for weight in module.parameters()):
+            return
         init_weights(module, self.config)
 
     def save_pretrained(self, save_directory: str | Any, *args: Any, **kwargs: Any) -> Any:
@@ -279,11 +283,13 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
         """True when the head is our own bias-free nn.Linear with nothing hooked into it: then the core's
         faster head functions compute exactly what calling `self.lm_head` would. A wrapped, quantised or
         hooked head (PEFT, bitsandbytes, accelerate offloading) is called as a module instead; so is any
-        custom `loss_function` (the fused loss reproduces transformers' default `ForCausalLMLoss` only)."""
+        custom `loss_function` (the fused loss reproduces transformers' default `ForCausalLMLoss` only), and a head
+        whose weight is a tensor subclass (torchao's `quantize_` puts int8 weights into the nn.Linear that way)."""
         head = self.lm_head
         return (
             type(head) is nn.Linear
             and head.bias is None
+            and type(head.weight) in (nn.Parameter, torch.Tensor)
             and not (head._forward_hooks or head._forward_pre_hooks or "forward" in vars(head))
         )
 
