@@ -41,7 +41,7 @@ def check_token_ids(input_ids: torch.Tensor | None, vocab_size: int) -> None:
         "model (or resize the token embeddings)" % vocab_size
     )
     if _read_back(input_ids):
-        low, high = int(input_ids.min()), int(input_ids.max())
+        low, high = (int(bound) for bound in torch.aminmax(input_ids))  # one pass for both
         if low < 0 or high >= vocab_size:
             raise ValueError(message.format(high if high >= vocab_size else low))
     else:
@@ -62,7 +62,7 @@ def check_positions(position_ids: torch.Tensor, n_positions: int, cached_len: An
     if position_ids.numel() == 0:
         return
     if _read_back(position_ids):
-        low, high = int(position_ids.min()), int(position_ids.max())
+        low, high = (int(bound) for bound in torch.aminmax(position_ids))
         if high >= n_positions:
             raise ValueError(f"position_ids contains {high}, outside [0, {n_positions}): " + message.format(high + 1))
         if low < 0:
