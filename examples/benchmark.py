@@ -3,26 +3,43 @@
     python examples/benchmark.py                       # the `small` size (4 layers, 256 dims, GPT-2 vocab)
     python examples/benchmark.py --config gpt2         # GPT-2 124M (any size of gptcore.modeling.PRESETS)
     python examples/benchmark.py --config my.json      # any GPT2Config fields, as JSON
+    python examples/benchmark.py --config gpt2 --llama-cpp ~/llama.cpp/build   # also llama.cpp on the same weights
 
 Builds transformers' `GPT2LMHeadModel` with random weights, saves it, loads the same folder with
 `GPTCoreForCausalLM.from_pretrained` (identical weights), then measures both, interleaving them
-(A B, B A, ...) after warm-up and taking medians, so that machine noise hits both alike:
+(A B, B A, ...) after warm-up and taking medians, so that machine noise hits both alike. Each part runs in
+each precision of --precisions: fp32, and bf16 where the hardware computes it natively (CUDA with bf16, CPUs
+with AMX or AVX512-bf16; otherwise the table says why bf16 was left out).
 
   train     forward + backward + AdamW step (the same optimizer for both; fused where torch has it),
-            batch x seq tokens (default 4 x 256), labels = inputs; fp32 on CPU, bf16 autocast on CUDA.
+            batch x seq tokens (default 4 x 256), labels = inputs; fp32, or bf16 autocast over fp32 weights.
             Tokens/s = batch x seq / median step time, and model FLOPs utilisation:
             MFU = (6 N + 12 L T C) * tokens/s / peak, where N counts the weights used in matrix products
             (the blocks' and the LM head, tied to wte) and the second term is attention (PaLM's convention;
-            the count examples/estimate.py gives); peak = the best torch.mm rate measured here
-            (fp32 2048^2 on CPU, bf16 8192^2 on CUDA).
+            the count examples/estimate.py gives); peak = the best torch.mm rate measured here in that
+            precision (2048^2 on CPU, 8192^2 on CUDA).
   memory    peak training memory of a fresh process per model running a few steps: peak RSS on CPU,
             torch.cuda.max_memory_allocated on CUDA.
   generate  model.generate(): greedy, random prompt of --prompt tokens, exactly --new-tokens new tokens
-            (EOS disabled), batches --gen-batches, the default (dynamic) cache; also checks that both
-            models produce the same tokens.
+            (EOS disabled), batches --gen-batches, the default (dynamic) cache, weights in the precision.
+            Both models must produce the same tokens, or the benchmark stops with an error: a speed figure
+            counts only for a correct decode. The one exception is a float tie: where the two chosen tokens'
+            logits are equal to within rounding under both models, either is the greedy token (reported).
+            At batch 1 also the median decoding step in ms (prefill excluded) next to the weight-streaming
+            limit: the bytes one step reads (every weight once, one row of each embedding table, the cached
+            keys and values) over the memory read bandwidth measured in the same run (sum() of a filled
+            --bandwidth-mib buffer, best of 5), and the share of that limit reached (goal: 70%).
   compile   the same with cache_implementation="static" and torch.compile (transformers' CompileConfig,
             fullgraph=True: decoding steps compiled, prefill eager), batch --compile-batches. The first
             call compiles, which takes far longer than the timed calls, and is reported separately.
+  int8      (with torchao installed: pip install 'gptcore[int8]') gptcore quantised to int8 weight-only,
+            LM head included, against gptcore fp32: b=1 tokens/s, ms/step against its own (smaller) limit,
+            and how often both predict the same next token over --agreement-text (teacher-forced).
+  llama.cpp (--llama-cpp PATH: a llama.cpp build folder or its llama-bench) llama-bench -r 1 on GGUF files of
+            the same weights (f32, bf16, and q8_0 when llama-quantize is there), interleaved with gptcore's
+            fp32 decoding; speed only (llama-bench prints no tokens). The GGUFs come from gptcore's export;
+            by hand: python -m gptcore.conversion CHECKPOINT model.gguf --to gguf --tokenizer gpt2, then
+            llama-quantize model.gguf model-q8_0.gguf q8_0, and llama-bench -m model.gguf -p 32 -n 64.
 
 Prints a table of gptcore / transformers ratios and writes everything (raw timings too) to --json.
 CPU timings are noisy on shared machines: compare only figures from one run; use more repeats if the
@@ -46,10 +63,12 @@ import transformers
 
 from gptcore.modeling import PRESETS
 from gptcore.training import benchmark
-from gptcore.training.benchmark import PARTS, BenchmarkSettings, config_fields, run_benchmark
+from gptcore.training.benchmark import PARTS, PRECISIONS, BenchmarkSettings, choose_precisions, config_fields, run_benchmark
 from gptcore.training.benchmark_report import device_description, format_table, report_rows
 from gptcore.training.runtime import pick_device
 from gptcore.training.timing import CLOCKS
+
+DEFAULT_TEXT = Path(__file__).parent / "data" / "corpus" / "asyoulik.txt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-repeats", type=int, default=None, help="timed generate() calls per model and batch (default 5; 3 for gpt2 sizes)")
     p.add_argument("--peak-size", type=int, default=None, help="matrix size for the matmul peak (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to skip")
+    p.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", *PRECISIONS],
+                   help="auto (default): fp32, plus bf16 where the hardware computes it natively; or name them")  # fmt: skip
+    p.add_argument("--bandwidth-mib", type=int, default=512, help="size of the buffer whose reading measures memory bandwidth (default 512)")
+    p.add_argument("--agreement-text", default=str(DEFAULT_TEXT), help="text for the int8 next-token agreement (default: %(default)s)")
+    p.add_argument("--agreement-tokens", type=int, default=4096, help="tokens of it to use (default 4096)")
+    p.add_argument("--llama-cpp", metavar="PATH", default=None, help="llama.cpp build folder (or its llama-bench): also run llama-bench on the same weights")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall (default) or cpu: this process's CPU time, steadier on a busy machine with --threads 1")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
@@ -105,6 +130,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"gptcore vs transformers GPT2LMHeadModel | config {config_name} | {device.type}: {results['device_description']}")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, clock: {args.clock}", flush=True)
+    args.precisions, skipped = choose_precisions(args.precisions, device)
+    results["precisions_skipped"] = skipped
+    for precision, why in skipped.items():
+        print(f"{precision}: not measured ({why})")
     settings = BenchmarkSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchmarkSettings)})
     results.update(run_benchmark(fields, settings, device))
 

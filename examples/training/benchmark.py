@@ -2,30 +2,51 @@
 
 Both models are timed interleaved (A B, B A, ...) after warm-up and summarised by medians, so that machine
 noise hits both alike. `run_benchmark` runs every part; `benchmark_report` turns its results into a table.
+
+A speed figure counts only when both models computed the same thing: a greedy decode whose tokens differ raises
+`TokenMismatchError`, unless the first difference is a float tie (see `check_same_tokens`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
+import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel
+from transformers.generation.streamers import BaseStreamer
 
 from gptcore.modeling import PRESETS, GPTCoreForCausalLM, preset_config
+from gptcore.training.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit
 from gptcore.training.memory import Shape, flops_per_token
-from gptcore.training.runtime import peak_resident_bytes, reset_peak_resident, resident_bytes, start_in_fresh_process
+from gptcore.training.runtime import (
+    choose_mixed_precision,
+    peak_resident_bytes,
+    reset_peak_resident,
+    resident_bytes,
+    start_in_fresh_process,
+)
 from gptcore.training.timing import CLOCKS, Timer, matmul_peak, synchronize, timing_summary
 
 logger = logging.getLogger(__name__)  # progress, one line per part: the script shows it
 
-NAMES = {"ours": "gptcore", "ref": "transformers"}
-PARTS = ("train", "memory", "generate", "compile")
+NAMES = {"ours": "gptcore", "ref": "transformers", "int8": "gptcore int8", "fp32": "gptcore fp32"}
+PARTS = ("train", "memory", "generate", "compile", "int8")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Two logits closer than this (relative to the largest |logit| at that position) are a tie that rounding may break
+# either way: fp32 rounding differs by ~1e-7 relative per operation, bf16's 8-bit mantissa by ~4e-3.
+TIE_TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2}
+
+
+class TokenMismatchError(RuntimeError):
+    """gptcore and transformers, with the same weights, decoded different greedy tokens: one computes something else."""
 
 
 @dataclass
@@ -48,6 +69,25 @@ class BenchmarkSettings:
     seed: int
     skip: list[str]
     clock: str = "wall"
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    bandwidth_mib: int = 512
+    agreement_text: str | None = None
+    agreement_tokens: int = 4096
+    llama_cpp: str | None = None
+
+
+def choose_precisions(requested: list[str], device: torch.device) -> tuple[list[str], dict[str, str]]:
+    """The precisions to measure, and why any was left out. "auto": fp32, plus bf16 where `device` computes it
+    natively (what `--mixed_precision auto` of the training scripts decides); a precision named explicitly always
+    runs (bf16 on other hardware then measures the slow path)."""
+    chosen, skipped = list(requested), {}
+    if "auto" in chosen:
+        mode, why = choose_mixed_precision(device)
+        bf16 = mode == "bf16"
+        chosen[chosen.index("auto") : chosen.index("auto") + 1] = ["fp32", "bf16"] if bf16 else ["fp32"]
+        if not bf16 and "bf16" not in chosen:
+            skipped["bf16"] = why
+    return list(dict.fromkeys(chosen)), skipped
 
 
 def config_fields(config: str, dropout: float | None = None) -> dict[str, Any]:
@@ -90,9 +130,9 @@ def make_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, str]:
         return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1), "AdamW(foreach)"
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor) -> float:
-    """Forward, backward and optimizer step on `ids` (labels = inputs); bf16 autocast on CUDA, fp32 elsewhere."""
-    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=ids.device.type == "cuda"):
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, precision: str = "fp32") -> float:
+    """Forward, backward and optimizer step on `ids` (labels = inputs): fp32, or bf16 autocast over fp32 weights."""
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     optimizer.step()
@@ -111,17 +151,19 @@ def training_flops_per_token(config: Any, seq: int) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def bench_train(models: dict[str, torch.nn.Module], settings: BenchmarkSettings, timer: Timer) -> dict[str, Any]:
-    """Training tokens/s of each model, and the ratio ours / ref."""
+def bench_train(
+    models: dict[str, torch.nn.Module], settings: BenchmarkSettings, timer: Timer, precision: str = "fp32"
+) -> dict[str, Any]:
+    """Training tokens/s of each model in `precision`, and the ratio ours / ref."""
     ids = torch.randint(0, models["ours"].config.vocab_size, (settings.batch, settings.seq), device=timer.device)
     optimizers = {}
     for key, model in models.items():
         model.train()
         optimizers[key], optimizer_name = make_optimizer(model)
-    steps = {key: (lambda m=model, o=optimizers[key]: train_step(m, o, ids)) for key, model in models.items()}
+    steps = {key: (lambda m=model, o=optimizers[key]: train_step(m, o, ids, precision)) for key, model in models.items()}
     times = timer.interleaved(steps, settings.train_warmup, settings.train_steps)
     tokens_per_step = settings.batch * settings.seq
-    result: dict[str, Any] = {"optimizer": optimizer_name, "tokens_per_step": tokens_per_step}
+    result: dict[str, Any] = {"precision": precision, "optimizer": optimizer_name, "tokens_per_step": tokens_per_step}
     for key in models:
         result[key] = timing_summary(times[key], tokens_per_step)
     for model in models.values():
@@ -132,7 +174,8 @@ def bench_train(models: dict[str, torch.nn.Module], settings: BenchmarkSettings,
 
 
 def measure_training_memory(
-    kind: str, checkpoint: str, device: str, batch: int, seq: int, steps: int, seed: int, threads: int | None
+    kind: str, checkpoint: str, device: str, batch: int, seq: int, steps: int, seed: int, threads: int | None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run in a fresh process: load one model, train `steps` steps, return its peak memory."""
     transformers.logging.set_verbosity_error()
@@ -152,7 +195,7 @@ def measure_training_memory(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(steps):
-        train_step(model, optimizer, ids)
+        train_step(model, optimizer, ids, precision)
     synchronize(torch.device(device))
     out["peak_rss_bytes"] = peak_resident_bytes()
     if device == "cuda":
@@ -160,10 +203,11 @@ def measure_training_memory(
     return out
 
 
-def bench_memory(checkpoint: Path, settings: BenchmarkSettings, device: torch.device) -> dict[str, Any]:
+def bench_memory(checkpoint: Path, settings: BenchmarkSettings, device: torch.device, precision: str = "fp32") -> dict[str, Any]:
     """Peak training memory of one fresh process per model (both at once: each process has its own peak)."""
-    result: dict[str, Any] = {"what": "max_memory_allocated" if device.type == "cuda" else "peak RSS while training"}
-    args = (str(checkpoint), device.type, settings.batch, settings.seq, settings.memory_steps, settings.seed, settings.threads)
+    what = "max_memory_allocated" if device.type == "cuda" else "peak RSS while training"
+    result: dict[str, Any] = {"precision": precision, "what": what}
+    args = (str(checkpoint), device.type, settings.batch, settings.seq, settings.memory_steps, settings.seed, settings.threads, precision)
     running = {key: start_in_fresh_process(measure_training_memory, key, *args) for key in ("ref", "ours")}
     for key, future in running.items():
         try:
@@ -182,32 +226,114 @@ def compare_continuations(ours: torch.Tensor, ref: torch.Tensor, prompt: int) ->
     return len(differ) == 0, None if len(differ) == 0 else int(differ[0]) - prompt
 
 
-def bench_generate(
-    models: dict[str, torch.nn.Module], settings: BenchmarkSettings, timer: Timer, batch: int, **generate_kwargs: Any
+def is_float_tie(logits: dict[str, torch.Tensor], chosen: dict[str, int], tolerance: float) -> tuple[bool, float]:
+    """Whether each model's logits (1-D, over the vocabulary) hold the two models' choices within `tolerance` of the
+    largest |logit|: then rounding decides between them, and either is the model's greedy token. Also the largest gap."""
+    a, b = chosen.values()
+    gaps = [float((row[a] - row[b]).abs() / row.abs().max().clamp_min(1e-30)) for row in logits.values()]
+    return max(gaps) <= tolerance, max(gaps)
+
+
+@torch.no_grad()
+def check_same_tokens(
+    models: dict[str, torch.nn.Module], outputs: dict[str, torch.Tensor], prompt: int, precision: str
 ) -> dict[str, Any]:
-    """Greedy `generate()` tokens/s of each model on one random prompt, and whether both chose the same tokens."""
-    vocab = models["ours"].config.vocab_size
+    """The same-tokens rule of every speed figure. Same weights and greedy decoding give the same tokens, except where
+    two logits of a position are tied to within rounding (random-weight models with GPT-2's 50k vocabulary produce such
+    ties now and then, more often in bf16): there the two implementations may pick different tokens, both correct, and
+    the continuations part. So a difference is checked at its first position: both models recompute that position's
+    logits from the shared prefix, and if the two chosen tokens are a float tie under both (`TIE_TOLERANCE`), the run
+    counts (the tie is reported); otherwise `TokenMismatchError`."""
+    same, position = compare_continuations(outputs["ours"], outputs["ref"], prompt)
+    result: dict[str, Any] = {"same_tokens": same, "first_different_position": position}
+    if same:
+        return result
+    column = prompt + position
+    row = int((outputs["ours"][:, column] != outputs["ref"][:, column]).nonzero()[0])
+    prefix = outputs["ours"][row : row + 1, :column]  # identical in both up to here
+    chosen = {key: int(outputs[key][row, column]) for key in ("ours", "ref")}
+    logits = {key: models[key](prefix).logits[0, -1].float() for key in ("ours", "ref")}
+    tie, gap = is_float_tie(logits, chosen, TIE_TOLERANCE[precision])
+    result["tie"] = {"row": row, "tokens": chosen, "relative_gap": gap, "tolerance": TIE_TOLERANCE[precision]}
+    if not tie:
+        raise TokenMismatchError(
+            f"gptcore and transformers decoded different greedy tokens from the same weights ({precision}, batch "
+            f"{outputs['ours'].size(0)}, row {row}, new token {position}): gptcore chose {chosen['ours']}, transformers "
+            f"{chosen['ref']}, whose logits differ by {gap:.1e} of the largest logit, more than a rounding tie "
+            f"({TIE_TOLERANCE[precision]:.0e}). One of the two computes something else: a speed figure of a wrong decode "
+            "does not count. Check parity (tests/modeling) before benchmarking."
+        )
+    return result
+
+
+class StepClock(BaseStreamer):
+    """A streamer that notes the time of each `put`: generate() puts the prompt, then each new token as it is chosen
+    (after reading it back from the device), so the differences after the first new token are decoding steps."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock, self.stamps = clock, []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.stamps.append(self.clock())
+
+    def end(self) -> None:
+        pass
+
+    def decode_steps(self) -> list[float]:
+        return [b - a for a, b in zip(self.stamps[1:], self.stamps[2:])]
+
+
+def time_generate(
+    models: dict[str, torch.nn.Module], settings: BenchmarkSettings, timer: Timer, batch: int, **generate_kwargs: Any
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
+    """Greedy `generate()` of each model on one random prompt, interleaved: tokens/s of each, and at batch 1 the
+    median decoding step (prefill excluded); also the last outputs and the prompt."""
+    vocab = next(iter(models.values())).config.vocab_size
     prompt = torch.randint(0, vocab, (batch, settings.prompt), device=timer.device)
     kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False, **generate_kwargs)
     outputs: dict[str, torch.Tensor] = {}
+    steps: dict[str, list[list[float]]] = {key: [] for key in models}
 
     def generate(key: str) -> None:
-        outputs[key] = models[key].generate(prompt, **kwargs)
+        clock = StepClock(timer.clock) if batch == 1 else None  # streamers take one sequence
+        outputs[key] = models[key].generate(prompt, streamer=clock, **kwargs)
+        if clock is not None:
+            steps[key].append(clock.decode_steps())
 
     result: dict[str, Any] = {"batch": batch}
     if "compile_config" in generate_kwargs:  # the first call compiles: time it on its own
         for key in models:
             result[f"{key}_first_call_s"] = timer.time(lambda k=key: generate(k))
+    for key in models:
+        steps[key].clear()
     times = timer.interleaved({key: (lambda k=key: generate(k)) for key in models}, settings.gen_warmup, settings.gen_repeats)
     for key in models:
         if outputs[key].shape != (batch, settings.prompt + settings.new_tokens):
             raise RuntimeError(f"{NAMES[key]} generated {tuple(outputs[key].shape)} tokens, not {settings.new_tokens} new ones per row")
         result[key] = timing_summary(times[key], batch * settings.new_tokens)
-        result[key]["ms_per_token_step"] = 1e3 * result[key]["median_s"] / settings.new_tokens
-    # Same weights, greedy: the same tokens, unless two logits are tied to within float rounding (~1e-6),
-    # which random-weight models with a 50k vocabulary do produce now and then.
-    result["same_tokens"], result["first_different_position"] = compare_continuations(outputs["ours"], outputs["ref"], settings.prompt)
-    result["ratio"] = result["ours"]["per_s"] / result["ref"]["per_s"]
+        timed = [step for call in steps[key][settings.gen_warmup :] for step in call]
+        if timed:
+            result[key]["decode_ms_per_step"] = 1e3 * statistics.median(timed)
+    keys = list(models)
+    result["ratio"] = result[keys[0]]["per_s"] / result[keys[1]]["per_s"]
+    return result, outputs, prompt
+
+
+def bench_generate(
+    models: dict[str, torch.nn.Module],
+    settings: BenchmarkSettings,
+    timer: Timer,
+    batch: int,
+    precision: str = "fp32",
+    **generate_kwargs: Any,
+) -> dict[str, Any]:
+    """Greedy `generate()` tokens/s of gptcore and transformers in `precision` (the models' dtype), after checking
+    that both chose the same tokens (`check_same_tokens`)."""
+    result, outputs, _ = time_generate(models, settings, timer, batch, **generate_kwargs)
+    result["precision"] = precision
+    result.update(check_same_tokens(models, outputs, settings.prompt, precision))
+    if batch == 1:
+        result["bytes_per_step"] = decode_bytes_per_step(models["ours"], mean_context(settings.prompt, settings.new_tokens))
     return result
 
 
@@ -219,31 +345,180 @@ def compile_config(device: torch.device) -> CompileConfig:
 
 
 def bench_compiled_generate(
-    models: dict[str, torch.nn.Module], settings: BenchmarkSettings, timer: Timer, default: dict[int, dict[str, Any]]
+    models: dict[str, torch.nn.Module],
+    settings: BenchmarkSettings,
+    timer: Timer,
+    default: dict[int, dict[str, Any]],
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """`bench_generate` with a static cache and torch.compile per --compile-batches size, also set against the
-    default-cache figures in `default` (by batch size). A failure to compile is reported, not raised."""
+    default-cache figures in `default` (by batch size). A failure to compile is reported, not raised; different
+    tokens are."""
     results = []
     for batch in settings.compile_batches:
         try:
-            gen = bench_generate(models, settings, timer, batch, cache_implementation="static", compile_config=compile_config(timer.device))
+            gen = bench_generate(
+                models, settings, timer, batch, precision, cache_implementation="static", compile_config=compile_config(timer.device)
+            )  # fmt: skip
+        except TokenMismatchError:
+            raise
         except Exception as error:  # a platform without a working compiler: report it, keep the rest
-            gen = {"batch": batch, "error": f"{type(error).__name__}: {error}"}
+            gen = {"batch": batch, "precision": precision, "error": f"{type(error).__name__}: {error}"}
             logger.warning("static cache + compile, b=%d: failed: %s", batch, gen["error"][:500])
         else:
             if batch in default:
                 gen["ours_vs_ref_default"] = gen["ours"]["per_s"] / default[batch]["ref"]["per_s"]
                 gen["ours_vs_ours_default"] = gen["ours"]["per_s"] / default[batch]["ours"]["per_s"]
-            logger.info("static cache + compile b=%d: done (%.2fx)", batch, gen["ratio"])
+            logger.info("static cache + compile b=%d %s: done (%.2fx)", batch, precision, gen["ratio"])
         results.append(gen)
     return results
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# int8 weight-only decoding (torchao) and llama.cpp
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bench_int8(checkpoint: str, settings: BenchmarkSettings, timer: Timer) -> dict[str, Any]:
+    """b=1 decoding of gptcore quantised to int8 weight-only by torchao (LM head included: see `quantize_int8`)
+    against the same gptcore in fp32, interleaved; and how often both predict the same next token over a text.
+    int8 weights change the logits, so the tokens are not expected to be identical: agreement is the measure."""
+    try:
+        from gptcore.training.quantization import next_token_agreement, quantize_int8, text_token_ids
+
+        fp32 = load_for_benchmark("ours", checkpoint, timer.device)
+        models = {"int8": quantize_int8(load_for_benchmark("ours", checkpoint, timer.device)), "fp32": fp32}
+    except ImportError as error:
+        return {"skipped": str(error)}
+    result, outputs, _ = time_generate(models, settings, timer, 1)
+    result["bytes_per_step"] = decode_bytes_per_step(models["int8"], mean_context(settings.prompt, settings.new_tokens))
+    result["first_different_position"] = compare_continuations(outputs["int8"], outputs["fp32"], settings.prompt)[1]
+    if settings.agreement_text:
+        vocab, block = fp32.config.vocab_size, min(256, fp32.config.n_positions)
+        ids = text_token_ids(settings.agreement_text, vocab, settings.agreement_tokens)
+        result["agreement"] = next_token_agreement(models["int8"], fp32, ids, block)
+        result["agreement"]["text"] = Path(settings.agreement_text).name
+    return result
+
+
+def find_llama_tool(path: str | Path, name: str) -> Path | None:
+    """The llama.cpp program `name` (llama-bench, llama-quantize) given a build folder (its root, build/ or bin/) or
+    one of its programs, or None."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    for candidate in (folder / name, folder / "bin" / name, folder / "build" / "bin" / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def export_gguf_files(checkpoint: str, folder: Path, quantize: Path | None) -> dict[str, Path]:
+    """GGUF files of the benchmark's weights for llama.cpp: f32, bf16 and (with llama-quantize) q8_0, written by
+    gptcore's GGUF export (`python -m gptcore.conversion CHECKPOINT model.gguf --to gguf --tokenizer gpt2`)."""
+    from gptcore.conversion import export_gguf
+    from gptcore.tokenization import gpt2_tokenizer
+
+    model = GPTCoreForCausalLM.from_pretrained(checkpoint)
+    files = {"f32": export_gguf(model, folder / "f32.gguf", gpt2_tokenizer())}
+    files["bf16"] = export_gguf(model.to(torch.bfloat16), folder / "bf16.gguf", gpt2_tokenizer())
+    if quantize is not None:
+        subprocess.run([str(quantize), files["f32"], str(folder / "q8_0.gguf"), "q8_0"], check=True, capture_output=True)
+        files["q8_0"] = folder / "q8_0.gguf"
+    return {kind: Path(file) for kind, file in files.items()}
+
+
+def gguf_bytes_per_step(path: Path, context: float) -> int:
+    """Bytes a llama.cpp decoding step reads from a GPT-2 GGUF: every tensor, except one row of the position
+    embedding (token_embd is also the output head, read whole); plus its f16 KV cache at `context` tokens."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    total, n_layer, n_embd = 0, 0, 0
+    for tensor in reader.tensors:
+        size = int(tensor.n_bytes)
+        if tensor.name == "position_embd.weight":
+            n_embd = int(tensor.shape[0])
+            size //= int(tensor.shape[1])
+        n_layer += tensor.name.endswith("attn_qkv.weight")
+        total += size
+    return total + int(2 * n_layer * context * n_embd * 2)
+
+
+def run_llama_bench(bench: Path, model: Path, threads: int, prompt: int, new_tokens: int) -> dict[str, float]:
+    """One `llama-bench` run (-r 1) of `model`: prompt-processing and decoding tokens/s."""
+    command = [str(bench), "-m", str(model), "-t", str(threads), "-p", str(prompt), "-n", str(new_tokens), "-r", "1", "-o", "json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    rates = {}
+    for test in json.loads(done.stdout):
+        rates["prompt_tokens_per_s" if test["n_gen"] == 0 else "decode_tokens_per_s"] = float(test["avg_ts"])
+        rates["build"] = test.get("build_commit")
+    return rates
+
+
+def bench_llama_cpp(checkpoint: str, settings: BenchmarkSettings, timer: Timer, ours: torch.nn.Module) -> dict[str, Any]:
+    """llama.cpp's `llama-bench` on GGUF files of the same weights, interleaved with gptcore's fp32 b=1 decoding
+    (repeat r: gptcore, then each file once), medians. llama-bench feeds its own tokens and prints no text, so its
+    figures are speed only; that the GGUF computes the same model as gptcore (the same greedy tokens) is checked by
+    tests/conversion/test_gguf.py where llama-cpp-python is installed."""
+    bench = find_llama_tool(settings.llama_cpp, "llama-bench")
+    if bench is None:
+        raise FileNotFoundError(f"--llama-cpp {settings.llama_cpp}: no llama-bench there, nor in its bin/ or build/bin/")
+    threads = settings.threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as folder:
+        files = export_gguf_files(checkpoint, Path(folder), find_llama_tool(bench, "llama-quantize"))
+        context = settings.new_tokens / 2  # llama-bench decodes from an empty context
+        result: dict[str, Any] = {kind: {"bytes_per_step": gguf_bytes_per_step(file, context), "runs": []} for kind, file in files.items()}
+        prompt = torch.randint(0, ours.config.vocab_size, (1, settings.prompt), device=timer.device)
+        ours_steps: list[float] = []
+        for _ in range(settings.gen_repeats):
+            clock = StepClock(timer.clock)
+            ours.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False, streamer=clock)
+            ours_steps += clock.decode_steps()
+            for kind, file in files.items():
+                result[kind]["runs"].append(run_llama_bench(bench, file, threads, settings.prompt, settings.new_tokens))
+    for kind in files:
+        runs = result[kind].pop("runs")
+        for key in ("prompt_tokens_per_s", "decode_tokens_per_s"):
+            result[kind][key] = statistics.median(run[key] for run in runs)
+        result[kind]["decode_ms_per_step"] = 1e3 / result[kind]["decode_tokens_per_s"]
+        result["build"] = runs[0].get("build")
+    result["ours_fp32_decode_ms_per_step"] = 1e3 * statistics.median(ours_steps)
+    result["threads"], result["binary"] = threads, str(bench)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A whole run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def add_limits(results: dict[str, Any]) -> None:
+    """Next to every b=1 decoding figure: the weight-streaming limit (its bytes per step over the bandwidth measured
+    in this run) and the share of it reached, limit / measured step."""
+    bandwidth = results.get("bandwidth")
+    if bandwidth is None:
+        return
+    entries = [g for g in results.get("generate", []) + results.get("compile", []) if g.get("batch") == 1 and "bytes_per_step" in g]
+    if "bytes_per_step" in results.get("int8", {}):
+        entries.append(results["int8"])
+    for entry in entries:
+        entry["limit"] = streaming_limit(entry["bytes_per_step"], bandwidth)
+        for key in ("ours", "ref", "int8", "fp32"):
+            if "decode_ms_per_step" in entry.get(key, {}):
+                entry[key]["fraction_of_limit"] = entry["limit"]["limit_ms_per_step"] / entry[key]["decode_ms_per_step"]
+    for kind, entry in results.get("llama_cpp", {}).items():
+        if isinstance(entry, dict) and "bytes_per_step" in entry:
+            entry["limit"] = streaming_limit(entry["bytes_per_step"], bandwidth)
+            entry["fraction_of_limit"] = entry["limit"]["limit_ms_per_step"] / entry["decode_ms_per_step"]
+
+
 def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: torch.device) -> dict[str, Any]:
-    """Every part not in `settings.skip`, on random weights of the GPT2Config `fields`; returns the results
-    (raw timings included); progress goes to this module's logger."""
+    """Every part not in `settings.skip`, in each of `settings.precisions`, on random weights of the GPT2Config
+    `fields`; returns the results (raw timings included); progress goes to this module's logger."""
     timer = Timer(device, CLOCKS[settings.clock])
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"precisions": settings.precisions, "peak": {}}
     with tempfile.TemporaryDirectory() as checkpoint:
         torch.manual_seed(settings.seed)
         GPT2LMHeadModel(GPT2Config(**fields)).save_pretrained(checkpoint)  # random weights, GPT-2's own layout
@@ -253,35 +528,58 @@ def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: t
 
         models = fresh_models()
         results["parameters"] = sum(p.numel() for p in models["ours"].parameters())
-        results["peak"] = matmul_peak(timer, settings.peak_size)
+        results["bandwidth"] = read_bandwidth(timer, settings.bandwidth_mib)
         with torch.no_grad():
             ids = torch.randint(0, fields["vocab_size"], (2, min(settings.seq, fields["n_positions"])), device=device)
             diff = (models["ours"].eval()(ids).logits.float() - models["ref"].eval()(ids).logits.float()).abs().max().item()
         results["parity_max_abs_logit_diff"] = diff
         logger.info(
-            "%.1fM parameters; matmul peak %.0f GFLOP/s (%s); max |logit difference| %.1e",
-            results["parameters"] / 1e6, results["peak"]["gflops"], results["peak"]["what"], diff,
+            "%.1fM parameters; read bandwidth %.1f GB/s; max |logit difference| %.1e",
+            results["parameters"] / 1e6, results["bandwidth"]["bytes_per_s"] / 1e9, diff,
         )  # fmt: skip
+        for part in ("train", "memory", "generate", "compile"):
+            if part not in settings.skip:
+                results[part] = []
 
-        if "train" not in settings.skip:
-            train = results["train"] = bench_train(models, settings, timer)
-            # Measured again next to the training steps, keeping the best: one measurement can catch a slow
-            # moment of a shared machine, and a low peak would overstate the MFU.
-            results["peak"] = max(results["peak"], matmul_peak(timer, settings.peak_size), key=lambda p: p["gflops"])
-            train["flops_per_token"] = training_flops_per_token(models["ours"].config, settings.seq)
-            for key in models:
-                train[key]["mfu"] = train["flops_per_token"] * train[key]["per_s"] / (results["peak"]["gflops"] * 1e9)
-            logger.info("train: done (%.2fx)", train["ratio"])
-            models = fresh_models()
-        if "memory" not in settings.skip:
-            results["memory"] = bench_memory(Path(checkpoint), settings, device)
-            logger.info("memory: done (%.2fx)", results["memory"]["ratio"])
-        if "generate" not in settings.skip:
-            results["generate"] = []
-            for batch in settings.gen_batches:
-                results["generate"].append(bench_generate(models, settings, timer, batch))
-                logger.info("generate b=%d: done (%.2fx)", batch, results["generate"][-1]["ratio"])
-        if "compile" not in settings.skip:
-            default = {g["batch"]: g for g in results.get("generate", [])}
-            results["compile"] = bench_compiled_generate(models, settings, timer, default)
+        for index, precision in enumerate(settings.precisions):
+            dtype = PRECISIONS[precision]
+            if index:
+                models = fresh_models()
+            if "train" not in settings.skip:
+                # The matmul peak is measured around the training steps, keeping the best: one measurement can catch
+                # a slow moment of a shared machine, and a low peak would overstate the MFU.
+                peak = matmul_peak(timer, settings.peak_size, dtype)
+                train = bench_train(models, settings, timer, precision)
+                peak = results["peak"][precision] = max(peak, matmul_peak(timer, settings.peak_size, dtype), key=lambda p: p["gflops"])
+                train["flops_per_token"] = training_flops_per_token(models["ours"].config, settings.seq)
+                for key in models:
+                    train[key]["mfu"] = train["flops_per_token"] * train[key]["per_s"] / (peak["gflops"] * 1e9)
+                results["train"].append(train)
+                logger.info("train %s: done (%.2fx)", precision, train["ratio"])
+                models = fresh_models()
+            if "memory" not in settings.skip:
+                results["memory"].append(bench_memory(Path(checkpoint), settings, device, precision))
+                logger.info("memory %s: done (%.2fx)", precision, results["memory"][-1]["ratio"])
+            for model in models.values():
+                model.to(dtype)
+            default = {}
+            if "generate" not in settings.skip:
+                for batch in settings.gen_batches:
+                    gen = bench_generate(models, settings, timer, batch, precision)
+                    results["generate"].append(gen)
+                    default[batch] = gen
+                    logger.info("generate b=%d %s: done (%.2fx)", batch, precision, gen["ratio"])
+            if "compile" not in settings.skip:
+                results["compile"] += bench_compiled_generate(models, settings, timer, default, precision)
+
+        if "int8" not in settings.skip:
+            results["int8"] = bench_int8(checkpoint, settings, timer)
+            logger.info("int8: %s", results["int8"].get("skipped", "done"))
+        if settings.llama_cpp:
+            ours = load_for_benchmark("ours", checkpoint, device)
+            results["llama_cpp"] = bench_llama_cpp(checkpoint, settings, timer, ours)
+            logger.info("llama.cpp: done")
+        # Measured again after the decoding runs, keeping the best, as for the matmul peak.
+        results["bandwidth"] = max(results["bandwidth"], read_bandwidth(timer, settings.bandwidth_mib), key=lambda b: b["bytes_per_s"])
+        add_limits(results)
     return results

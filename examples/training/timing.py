@@ -56,10 +56,11 @@ def timing_summary(times: list[float], work: float) -> dict[str, Any]:
     return {"median_s": median, "per_s": work / median, "min_s": min(times), "max_s": max(times), "times_s": times}
 
 
-def matmul_peak(timer: Timer, n: int | None) -> dict[str, Any]:
-    """The best torch.mm rate over a few repeats: fp32 2048^2 on CPU, bf16 8192^2 on CUDA by default."""
+def matmul_peak(timer: Timer, n: int | None, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """The best torch.mm rate over a few repeats, in `dtype` (default: bf16 on CUDA, fp32 elsewhere), n x n
+    (default 8192 on CUDA, 2048 elsewhere)."""
     device = timer.device
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = min(timer.time(lambda: a @ b) for _ in range(10))
