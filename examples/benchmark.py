@@ -40,6 +40,8 @@ with AMX or AVX512-bf16; otherwise the table says why bf16 was left out).
             fp32 decoding; speed only (llama-bench prints no tokens). The GGUFs come from gptcore's export;
             by hand: python -m gptcore.conversion CHECKPOINT model.gguf --to gguf --tokenizer gpt2, then
             llama-quantize model.gguf model-q8_0.gguf q8_0, and llama-bench -m model.gguf -p 32 -n 64.
+  profile   (--profile) gptcore's operators by self time (torch.profiler) in a training step and in a b=1
+            generate() call (per new token, prefill included), per precision: where the time goes on this machine.
 
 Prints a table of gptcore / transformers ratios and writes everything (raw timings too) to --json.
 CPU timings are noisy on shared machines: compare only figures from one run; use more repeats if the
@@ -65,6 +67,7 @@ from gptcore.modeling import PRESETS
 from gptcore.training import benchmark
 from gptcore.training.benchmark import PARTS, PRECISIONS, BenchmarkSettings, choose_precisions, config_fields, run_benchmark
 from gptcore.training.benchmark_report import device_description, format_table, report_rows
+from gptcore.training.profiling import format_profile
 from gptcore.training.runtime import pick_device
 from gptcore.training.timing import CLOCKS
 
@@ -96,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agreement-text", default=str(DEFAULT_TEXT), help="text for the int8 next-token agreement (default: %(default)s)")
     p.add_argument("--agreement-tokens", type=int, default=4096, help="tokens of it to use (default 4096)")
     p.add_argument("--llama-cpp", metavar="PATH", default=None, help="llama.cpp build folder (or its llama-bench): also run llama-bench on the same weights")
+    p.add_argument("--profile", action="store_true", help="also print gptcore's operators by self time in a training step and in generate()")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall (default) or cpu: this process's CPU time, steadier on a busy machine with --threads 1")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print()
     print(format_table(report_rows(results, device)))
+    for precision, tables in results.get("profile", {}).items():
+        print()
+        print(format_profile(f"gptcore train step ({args.batch}x{args.seq}, {precision})", tables["train"]))
+        print(format_profile(f"gptcore generate() b=1 ({args.prompt}-token prompt, {precision})", tables["generate"]))
     out = Path(args.json or f"benchmark-{config_name}-{device.type}.json")
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {out}")

@@ -26,6 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 from gptcore.modeling import PRESETS, GPTCoreForCausalLM, preset_config
 from gptcore.training.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit
 from gptcore.training.memory import Shape, flops_per_token
+from gptcore.training.profiling import operator_table
 from gptcore.training.runtime import (
     choose_mixed_precision,
     peak_resident_bytes,
@@ -74,6 +75,7 @@ class BenchmarkSettings:
     agreement_text: str | None = None
     agreement_tokens: int = 4096
     llama_cpp: str | None = None
+    profile: bool = False
 
 
 def choose_precisions(requested: list[str], device: torch.device) -> tuple[list[str], dict[str, str]]:
@@ -374,6 +376,20 @@ def bench_compiled_generate(
     return results
 
 
+def profile_ours(checkpoint: str, settings: BenchmarkSettings, timer: Timer, precision: str) -> dict[str, Any]:
+    """--profile: gptcore's operators in a training step (as `bench_train` runs it) and in a batch-1 generate() call
+    (per new token, the prefill included), in `precision`."""
+    model = load_for_benchmark("ours", checkpoint, timer.device).train()
+    optimizer, _ = make_optimizer(model)
+    ids = torch.randint(0, model.config.vocab_size, (settings.batch, settings.seq), device=timer.device)
+    train = operator_table(lambda: train_step(model, optimizer, ids, precision), repeats=2, device=timer.device)
+    model = model.eval().to(PRECISIONS[precision])
+    prompt = torch.randint(0, model.config.vocab_size, (1, settings.prompt), device=timer.device)
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False)
+    decode = operator_table(lambda: model.generate(prompt, **kwargs), repeats=1, device=timer.device, per=settings.new_tokens)
+    return {"train": train, "generate": decode}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # int8 weight-only decoding (torchao) and llama.cpp
 # ---------------------------------------------------------------------------------------------------------------
@@ -571,6 +587,9 @@ def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: t
                     logger.info("generate b=%d %s: done (%.2fx)", batch, precision, gen["ratio"])
             if "compile" not in settings.skip:
                 results["compile"] += bench_compiled_generate(models, settings, timer, default, precision)
+            if settings.profile:
+                results.setdefault("profile", {})[precision] = profile_ours(checkpoint, settings, timer, precision)
+                logger.info("profile %s: done", precision)
 
         if "int8" not in settings.skip:
             results["int8"] = bench_int8(checkpoint, settings, timer)

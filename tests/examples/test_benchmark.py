@@ -38,6 +38,7 @@ from gptcore.training.benchmark import (
     run_llama_bench,
 )
 from gptcore.training.benchmark_report import met_or_not, report_rows
+from gptcore.training.profiling import operator_table
 from gptcore.training.timing import Timer, timing_summary
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 128, "n_positions": 64}
@@ -113,7 +114,7 @@ def test_runs_on_a_tiny_config_and_reports_what_it_measured(tmp_path, monkeypatc
         "--config", str(config), "--threads", "1", "--batch", "2", "--seq", "16", "--train-warmup", "1",
         "--train-steps", "2", "--memory-steps", "1", "--prompt", "4", "--new-tokens", "3", "--gen-batches", "1", "2",
         "--gen-warmup", "0", "--gen-repeats", "1", "--peak-size", "128", "--skip", "compile", "int8",
-        "--precisions", "fp32", "--bandwidth-mib", "16", "--json", str(out),
+        "--precisions", "fp32", "--bandwidth-mib", "16", "--profile", "--json", str(out),
         monkeypatch=monkeypatch,
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -151,6 +152,24 @@ def test_runs_on_a_tiny_config_and_reports_what_it_measured(tmp_path, monkeypatc
         assert 0 < b1[key]["decode_ms_per_step"] < 1e3 * b1[key]["median_s"]
         assert b1[key]["fraction_of_limit"] == pytest.approx(b1["limit"]["limit_ms_per_step"] / b1[key]["decode_ms_per_step"])
     assert "share of the weight-streaming limit" in printed
+
+    profile = result["profile"]["fp32"]  # --profile: gptcore's operators by self time
+    for part, unit in (("train", "step"), ("generate", "new token")):
+        rows = profile[part]["rows"]
+        assert profile[part]["unit"] == unit and [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
+        assert 0 < sum(row["ms"] for row in rows) <= profile[part]["ms_total"] * (1 + 1e-9)
+    assert any(row["op"] in ("aten::mm", "aten::addmm") for row in profile["train"]["rows"])
+    assert "gptcore train step (2x16, fp32): operators' self time" in printed
+    assert "gptcore generate() b=1 (4-token prompt, fp32): operators' self time" in printed
+
+
+def test_the_operator_table_counts_per_unit_of_work():
+    a = torch.randn(64, 64)
+    table = operator_table(lambda: (torch.mm(a, a), torch.mm(a, a), torch.relu(a)), repeats=3, device=torch.device("cpu"), per=2)
+    rows = {row["op"]: row for row in table["rows"]}
+    assert rows["aten::mm"]["calls"] == 1 and rows["aten::relu"]["calls"] == 0.5  # two products, one relu per 2 units
+    assert table["unit"] == "new token" and sum(row["share"] for row in table["rows"]) == pytest.approx(1)
+    assert sum(row["ms"] for row in table["rows"]) == pytest.approx(table["ms_total"])
 
 
 # --- the weight-streaming limit -----------------------------------------------------------------------------------
