@@ -23,21 +23,16 @@ from transformers import TextStreamer, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.training.arguments import ModelArguments, load_model_and_tokenizer, parse_args
-from gptcore.training.generation import decoding_config
+from gptcore.training.generation import SamplingArguments
 from gptcore.training.runtime import pick_device
 
 
 @dataclass
-class ChatArguments:
-    system: str | None = field(default=None, metadata={"help": "A system message, in place of the template's own preamble."})
+class ChatArguments(SamplingArguments):
     max_new_tokens: int = field(default=200, metadata={"help": "The longest reply, in tokens."})
-    greedy: bool = field(default=False, metadata={"help": "Always take the most likely token (ignores the sampling options)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature: < 1 sharper, > 1 flatter."})
-    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: all)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling: the smallest set with this much probability."})
-    repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeating tokens."})
-    seed: int | None = field(default=None, metadata={"help": "Seed for reproducible sampling."})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, ... (auto: the accelerator torch finds, else cpu)."})
+    system: str | None = field(default=None, metadata={"help": "A system message, in place of the template's own preamble."})
     show_prompt: bool = field(default=False, metadata={"help": "Print each prompt, after the chat template, to stderr."})
 
 
@@ -85,9 +80,7 @@ def main() -> None:
             "use a checkpoint written by examples/finetune_instruction.py (it saves gptcore's tokenizer, which carries "
             "the Alpaca template), or pass such a tokenizer with --tokenizer_name_or_path"
         )
-    generation = decoding_config(
-        tokenizer, args.max_new_tokens, args.greedy, args.temperature, args.top_k, args.top_p, args.repetition_penalty
-    )
+    generation = args.generation_config(tokenizer)
     room = model.config.n_positions - args.max_new_tokens
     if room < 1:
         raise ValueError(f"--max_new_tokens {args.max_new_tokens} leaves no room for a prompt in n_positions={model.config.n_positions}")

@@ -19,23 +19,15 @@ from transformers import TextStreamer, set_seed
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.training.arguments import ModelArguments, load_model_and_tokenizer, parse_args
-from gptcore.training.generation import decoding_config, encode_prompt
+from gptcore.training.generation import SamplingArguments, encode_prompt
 from gptcore.training.runtime import pick_device
 
 
 @dataclass
-class GenerateArguments:
+class GenerateArguments(SamplingArguments):
     prompt: str = field(default="Every effort moves you", metadata={"help": "The text to continue ('-': read stdin)."})
     alpaca: bool = field(default=False, metadata={"help": "Treat the prompt as an instruction: wrap it in the Alpaca template."})
-    max_new_tokens: int = field(default=50, metadata={"help": "Tokens to generate."})
-    greedy: bool = field(default=False, metadata={"help": "Always take the most likely token (ignores the sampling options)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature: < 1 sharper, > 1 flatter."})
-    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: all)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling: the smallest set with this much probability."})
-    repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeating tokens."})
     num_return_sequences: int = field(default=1, metadata={"help": "Independent samples, one after another."})
-    seed: int | None = field(default=None, metadata={"help": "Seed for reproducible sampling."})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, ... (auto: the accelerator torch finds, else cpu)."})
     no_stream: bool = field(default=False, metadata={"help": "Print each text once finished instead of token by token."})
 
 
@@ -48,9 +40,7 @@ def main() -> None:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
 
     model, tokenizer = load_model_and_tokenizer(GPTCoreForCausalLM, model_args)
-    generation = decoding_config(
-        tokenizer, args.max_new_tokens, args.greedy, args.temperature, args.top_k, args.top_p, args.repetition_penalty
-    )
+    generation = args.generation_config(tokenizer)
     device = pick_device(args.device)
     model.eval().to(device)
     input_ids = encode_prompt(tokenizer, prompt, args.alpaca, args.max_new_tokens, model.config.n_positions).to(device)

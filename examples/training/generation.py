@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -59,6 +60,25 @@ def decoding_config(
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         **sampling,
     )
+
+
+@dataclass
+class SamplingArguments:
+    """The decoding options of the generate and chat scripts; a script's subclass may change their defaults."""
+
+    max_new_tokens: int = field(default=50, metadata={"help": "Tokens to generate."})
+    greedy: bool = field(default=False, metadata={"help": "Always take the most likely token (ignores the sampling options)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature: < 1 sharper, > 1 flatter."})
+    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens (0: all)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling: the smallest set with this much probability."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeating tokens."})
+    seed: int | None = field(default=None, metadata={"help": "Seed for reproducible sampling."})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, ... (auto: the accelerator torch finds, else cpu)."})
+
+    def generation_config(self, tokenizer: Any) -> GenerationConfig:
+        return decoding_config(
+            tokenizer, self.max_new_tokens, self.greedy, self.temperature, self.top_k, self.top_p, self.repetition_penalty
+        )
 
 
 @torch.no_grad()
