@@ -14,9 +14,11 @@ server is transformers' own, unchanged: /v1/chat/completions (the checkpoint's c
 /v1/responses, /v1/models. It needs the serving extras: `pip install -e ".[serving]"` in a clone.
 
 Why this script rather than `transformers serve <folder>`: the server looks a checkpoint's class up by name among
-transformers' own classes (`config.architectures[0]`, after trying only `AutoModelForDecision`), so it cannot find a
-model registered from outside transformers, with or without --trust-remote-code. Importing gptcore registers the
-model with the Auto classes; this script also puts `GPTCoreForCausalLM` where that lookup looks, then runs the CLI.
+transformers' own classes (`config.architectures[0]`, after trying only `AutoModelForDecision`), so it finds a model
+defined outside transformers only in a process that has imported it. Importing gptcore registers the model with the
+Auto classes and puts its classes where that lookup looks; this script imports gptcore, then runs the CLI. Where the
+server loads the model in a process of its own (it spawns one), that process imports this script first, as Python's
+"spawn" start method does with the main script, and with it gptcore.
 Without gptcore installed, serve an exported plain GPT-2 folder instead (`python -m gptcore.conversion <folder> <out>
 --to hf-gpt2`): `transformers serve <out>` needs no launcher.
 """
@@ -25,15 +27,12 @@ from __future__ import annotations
 
 import sys
 
-from gptcore.modeling import GPTCoreForCausalLM
+import gptcore.modeling  # noqa: F401  (registers gptcore, in this process and in the ones the server spawns)
 
 
 def main(argv: list[str]) -> None:
-    from transformers.cli.transformers import app  # imports the server's dependencies first (see below)
+    from transformers.cli.transformers import app
 
-    # Looked up in sys.modules, not through an `import transformers` at the top: importing transformers' model code
-    # (which gptcore does) re-creates the `transformers` module object once, and the server reads the new one.
-    setattr(sys.modules["transformers"], GPTCoreForCausalLM.__name__, GPTCoreForCausalLM)
     # The `serve` command itself; `transformers`' own entry point would also ask the network for a newer release.
     app(["serve", *argv], prog_name="transformers")
 

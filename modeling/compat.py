@@ -16,14 +16,23 @@ Entries, and the releases that need each (gptcore supports transformers 5.0.0 an
 - continuous batching's paged KV cache (`generate_batch`, `transformers serve --continuous-batching`): the
   attention function updates it in 5.0 (the `paged|` functions read it from their `cache` keyword), the model
   does in 5.24 (`cache.update(key, value, layer_idx, kwargs)`);
-- `GradientCheckpointingLayer` (all 5.x), the identity of the default causal-LM loss (all 5.x), and
-  `cached_file`'s private "None when absent" switch (all 5.x): one place to change when they move.
+- activation checkpointing: `activation_checkpointing_enable` from 5.23, `gradient_checkpointing_enable` before
+  (deprecated from 5.23);
+- weights quantised while loading (torchao): 5.0 re-initialises them after loading (the "loaded" flag transformers
+  sets on each tensor is lost on a tensor subclass); 5.24 and newer keep them;
+- `transformers serve` finds a checkpoint's class by name in the `transformers` module (all 5.x; from 5.25 in a
+  process it spawns), so gptcore's classes are put there by every process that imports gptcore;
+- `GradientCheckpointingLayer` (all 5.x), the identity of the default causal-LM loss (all 5.x), `cached_file`'s
+  private "None when absent" switch (all 5.x), the Auto class a model was registered for (all 5.x), and the private
+  switch that lets `generate()` compile on a CPU (all 5.x): one place to change when they move;
+- transformers' own GPT-2 (a test and benchmark oracle, not gptcore) leaves `loss_type` unset in all 5.x releases.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import warnings
 from typing import Any, Callable
 
@@ -184,3 +193,60 @@ def optional_cached_file(path_or_repo: str, filename: str, **hub_kwargs: Any) ->
     from transformers.utils import cached_file
 
     return cached_file(path_or_repo, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+
+
+def registered_auto_class(model: Any) -> str | None:
+    """The Auto class `register_for_auto_class` recorded on the model's class (None where it was never called)."""
+    return getattr(model, "_auto_class", None)
+
+
+# --- Training and quantisation ---------------------------------------------------------------------------------
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute each block's activations in the backward pass. transformers 5.23 renamed
+    `gradient_checkpointing_enable` to `activation_checkpointing_enable` and deprecated the old name."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
+def holds_weights_quantized_while_loading(module: torch.nn.Module) -> bool:
+    """True when a parameter of `module` is a tensor subclass (a torchao quantised weight), whose values came from the
+    checkpoint. transformers keeps loaded weights from `_init_weights` by a flag on each loaded tensor; 5.0 loses that
+    flag on such a tensor and would re-initialise it (5.24 and newer do not), so the model's initialiser leaves these
+    modules alone on every release."""
+    return any(type(weight) not in (torch.nn.Parameter, torch.Tensor) for weight in module.parameters())
+
+
+def set_default_causal_lm_loss(model: Any) -> None:
+    """Give a model whose `loss_type` is unset (transformers' own GPT2LMHeadModel, all 5.x) the causal-LM loss it
+    uses anyway, without the warning each forward with labels then logs (a warning breaks a compiled graph)."""
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+
+
+def compile_on_every_device(config: Any) -> Any:
+    """`config` (a `CompileConfig`) with `generate()`'s automatic torch.compile opted in on CPUs too: by default it
+    compiles only on accelerators, and the switch is a private field of CompileConfig (all 5.x)."""
+    config._compile_all_devices = True
+    return config
+
+
+# --- Serving ---------------------------------------------------------------------------------------------------
+# `transformers serve` (every 5.x release) resolves a checkpoint's class as `getattr(transformers,
+# config.architectures[0])`, among transformers' own classes only; the Auto registry is not consulted. From 5.25 it
+# also loads the model in a process it spawns, so whatever a launcher sets in its own process is absent there.
+# What each process does is import gptcore (a spawned process imports the launching script, which imports gptcore),
+# so gptcore.modeling's import puts its classes into the `transformers` module, in every process alike.
+
+
+def add_to_transformers_namespace(*classes: type) -> None:
+    """Make `getattr(transformers, cls.__name__)` find each class, as it finds transformers' own models."""
+    # The first import of transformers.processing_utils replaces the `transformers` module object in sys.modules (it
+    # re-imports the package: `direct_transformers_import`), which would drop attributes set before it. Import it
+    # first, then set them on the module object that stays.
+    import transformers.processing_utils  # noqa: F401
+
+    module = sys.modules["transformers"]
+    for cls in classes:
+        setattr(module, cls.__name__, cls)

@@ -32,10 +32,12 @@ from .compat import (
     can_return_tuple,
     capture_outputs,
     create_causal_mask,
+    holds_weights_quantized_while_loading,
     is_default_causal_lm_loss,
     is_paged_cache,
     output_cache,
     paged_attention,
+    registered_auto_class,
 )
 from .configuration_gptcore import GPTCoreConfig
 from .core import Block, CausalSelfAttention, GPTTransformer, eager_attention, init_weights
@@ -81,17 +83,14 @@ class GPTCorePreTrainedModel(CheckpointLoadingMixin, PreTrainedModel):
     }
 
     def _init_weights(self, module: nn.Module) -> None:
-        # transformers guards torch.nn.init during loading, so weights read from a checkpoint are kept. The guard is a
-        # flag on each loaded tensor, which a weight quantised while loading (torchao: a tensor subclass) lacks on
-        # 5.0 (5.24 does not re-initialise it); it holds loaded values either way: such a module is left alone.
-        if any(type(weight) not in (nn.Parameter, torch.Tensor) for weight in module.parameters()):
+        if holds_weights_quantized_while_loading(module):  # its values came from the checkpoint
             return
         init_weights(module, self.config)
 
     def save_pretrained(self, save_directory: str | Any, *args: Any, **kwargs: Any) -> Any:
         # Name every Auto class, so the folder loads with any of them under trust_remote_code
         # (transformers itself only records the class that was saved).
-        if self._auto_class is not None:
+        if registered_auto_class(self) is not None:
             self.config.auto_map = {**_AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         return super().save_pretrained(save_directory, *args, **kwargs)
 

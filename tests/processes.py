@@ -13,37 +13,40 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 
 
-# Prepended to code run by `run_without_gptcore`: an import hook makes `gptcore` unimportable however it
-# is installed (editable finder or site-packages), so the child sees only what plain transformers sees.
-_BLOCK_GPTCORE = '''
+def _blocker(package: str) -> str:
+    """Code that makes `package` unimportable however it is installed (editable finder or site-packages): an import
+    hook at the front of sys.meta_path, checked before anything else runs."""
+    return f'''
 import sys
 
-class _BlockGptcore:
+class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name == "gptcore" or name.startswith("gptcore."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        if name == {package!r} or name.startswith({package + "."!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
         return None
 
-sys.meta_path.insert(0, _BlockGptcore())
+sys.meta_path.insert(0, _Block())
 try:
-    import gptcore.modeling
-    raise SystemExit("gptcore is still importable; the test environment leaks")
+    import {package}
+    raise SystemExit("{package} is still importable; the test environment leaks")
 except ModuleNotFoundError:
     pass
 '''
 
 
-def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None):
-    """Run `code` in a fresh interpreter (of this venv, or `python`) in which gptcore cannot be imported."""
-    import subprocess
-    import sys
-
+def run_without(package: str, code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None):
+    """Run `code` in a fresh interpreter (of this venv, or `python`) in which `package` cannot be imported."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HOME"] = str(cwd / "hf_home")  # a fresh cache for remote-code modules
     return subprocess.run(
-        [python or sys.executable, "-c", _BLOCK_GPTCORE + code],
+        [python or sys.executable, "-c", _blocker(package) + code],
         cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None):
+    """Run `code` in a fresh interpreter in which gptcore cannot be imported: what plain transformers sees."""
+    return run_without("gptcore", code, cwd, stdin=stdin, timeout=timeout, python=python)
 
 
 def run_example(script: str, *args: str, cwd: Path | None = None, timeout: int = 300):

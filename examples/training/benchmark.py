@@ -24,6 +24,7 @@ from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel
 from transformers.generation.streamers import BaseStreamer
 
 from gptcore.modeling import PRESETS, GPTCoreForCausalLM, preset_config
+from gptcore.modeling.compat import compile_on_every_device, set_default_causal_lm_loss
 from gptcore.training.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit
 from gptcore.training.memory import Shape, flops_per_token
 from gptcore.training.profiling import operator_table
@@ -117,8 +118,7 @@ def load_for_benchmark(kind: str, checkpoint: str | Path, device: torch.device |
     requested number of tokens."""
     model_class = GPTCoreForCausalLM if kind == "ours" else GPT2LMHeadModel
     model = model_class.from_pretrained(checkpoint, attn_implementation="sdpa").to(device)
-    # transformers 5.x leaves GPT2LMHeadModel's loss_type at None, and the warning that triggers breaks compiled graphs.
-    model.loss_type = "ForCausalLM"
+    set_default_causal_lm_loss(model)  # GPT2LMHeadModel's is unset
     model.generation_config.eos_token_id = None  # never stop early
     model.generation_config.pad_token_id = 0
     return model
@@ -340,10 +340,7 @@ def bench_generate(
 
 
 def compile_config(device: torch.device) -> CompileConfig:
-    config = CompileConfig(fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else "default")
-    # generate() compiles automatically only on accelerators; this documented flag opts the CPU in too.
-    config._compile_all_devices = True
-    return config
+    return compile_on_every_device(CompileConfig(fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else "default"))
 
 
 def bench_compiled_generate(

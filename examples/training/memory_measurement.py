@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+from gptcore.modeling.compat import enable_activation_checkpointing
 from gptcore.training.memory import TrainingSetup
 from gptcore.training.runtime import peak_resident_bytes, reset_peak_resident, resident_bytes, start_in_fresh_process
 
@@ -54,8 +55,7 @@ def train_steps(config: dict[str, Any], setup: TrainingSetup, steps: int, on_las
     if setup.precision == "bf16":
         model.to(torch.bfloat16)
     if setup.gradient_checkpointing:
-        # named activation_checkpointing_enable since transformers 5.23 (the old name is deprecated there)
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+        enable_activation_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(setup.precision)
     scaler = torch.amp.GradScaler(setup.device, enabled=setup.precision == "fp16-mixed")

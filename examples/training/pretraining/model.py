@@ -11,6 +11,7 @@ from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from gptcore.modeling import GPTCoreForCausalLM
+from gptcore.modeling.compat import enable_activation_checkpointing
 
 
 def pretraining_defaults(tokenizer: Any) -> dict[str, Any]:
@@ -34,8 +35,7 @@ def build_model(model_args: ModelArguments, args: argparse.Namespace, tokenizer:
     if args.block_size > model.config.n_positions:
         raise ValueError(f"--block_size {args.block_size} exceeds the model's n_positions {model.config.n_positions}; lower it")
     if args.gradient_checkpointing:
-        # named activation_checkpointing_enable since transformers 5.23 (the old name is deprecated there)
-        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+        enable_activation_checkpointing(model)
     return model
 
 
