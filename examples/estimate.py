@@ -12,6 +12,14 @@ kept for the backward pass (counted tensor by tensor, see gptcore.training.memor
 gradients at the busiest moment of the step. `--measure` runs steps in a fresh process and reports its
 peak: resident memory (VmHWM) above the process's own baseline on CPU, `torch.cuda.max_memory_allocated`
 on CUDA.
+
+`--finetuning` picks what trains, as the fine-tuning scripts' flags do (gptcore.training.memory_saving), in fp32:
+full, lora, qlora-4bit (--lora --load_in_4bit), qlora-8bit (--lora --load_in_8bit), int8-lora (--lora --int8),
+galore (--galore); several, comma-separated; or all. Only what trains has gradients and AdamW states (GaLore's
+are low-rank for the blocks' matrices), and a quantised base is counted in its stored size:
+
+    python examples/estimate.py --config gpt2 --seq_len 256 --batch_size 4 --precision fp32 \
+        --checkpointing off --finetuning all --measure
 """
 
 from __future__ import annotations
@@ -22,7 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptcore.training.arguments import ModelArguments, load_config, parse_args
-from gptcore.training.memory import PRECISIONS, Shape, TrainingSetup, flops_per_token, format_bytes, inference_memory, training_memory
+from gptcore.training.memory import (
+    FINETUNING_MODES,
+    PRECISIONS,
+    Shape,
+    TrainingSetup,
+    flops_per_token,
+    format_bytes,
+    inference_memory,
+    training_memory,
+)
 from gptcore.training.memory_measurement import measure_training_peak
 from gptcore.training.runtime import pick_device
 
@@ -41,6 +58,14 @@ class EstimateArguments:
         default="auto", metadata={"choices": ["auto", "cpu", "cuda"], "help": "Kernels differ: CUDA keeps 1-byte dropout masks."}
     )
     attention: str = field(default="sdpa", metadata={"choices": ["sdpa", "eager"], "help": "The attention implementation."})
+    finetuning: str = field(
+        default="full",
+        metadata={"help": f"What trains, one of {', '.join(FINETUNING_MODES)}, several (comma-separated) or all: "
+                  "all weights (full, galore) or LoRA adapters on a float, 4-bit, 8-bit or int8 base. Modes other "
+                  "than full are estimated in fp32."},
+    )  # fmt: skip
+    lora_r: int = field(default=TrainingSetup.lora_r, metadata={"help": "LoRA rank (the LoRA modes)."})
+    galore_rank: int = field(default=TrainingSetup.galore_rank, metadata={"help": "GaLore's rank (the galore mode)."})
     measure: bool = field(default=False, metadata={"help": "Also run training steps and report the measured peak."})
     measure_steps: int = field(default=2, metadata={"help": "Steps per measurement; the peak of the last is reported."})
     output_json: str | None = field(default=None, metadata={"help": "Also write every figure to this JSON file."})
@@ -59,6 +84,13 @@ def main() -> None:
     shape = Shape.from_config(config)
     precisions = PRECISIONS if args.precision == "all" else (args.precision,)
     checkpointing = {"both": (False, True), "off": (False,), "on": (True,)}[args.checkpointing]
+    modes = FINETUNING_MODES if args.finetuning == "all" else tuple(args.finetuning.split(","))
+    if not set(modes) <= set(FINETUNING_MODES):
+        raise ValueError(
+            f"--finetuning takes {', '.join(FINETUNING_MODES)} (comma-separated) or all, got {args.finetuning!r}"
+        )
+    if modes != ("full",) and args.precision not in ("all", "fp32"):
+        raise ValueError(f"--finetuning {args.finetuning} is estimated in fp32 only; pass --precision fp32")
 
     flops = flops_per_token(shape, seq_len)
     print(
@@ -70,21 +102,27 @@ def main() -> None:
         f"{flops['train'] / 1e9:.3f} G ({flops['train_with_checkpointing'] / 1e9:.3f} G with checkpointing)"
     )
     print(f"\ntraining, AdamW, batch {args.batch_size} x {seq_len} tokens, {device}, {args.attention} attention:")
-    print(f"{'precision':<11} {'ckpt':<5} {'weights':>12} {'gradients':>12} {'AdamW':>12} {'activations':>12} {'peak':>12}", end="")
+    print(f"{'mode':<11} {'trainable':>12} {'precision':<11} {'ckpt':<5} {'weights':>12} {'gradients':>12} ", end="")
+    print(f"{'AdamW':>12} {'activations':>12} {'peak':>12}", end="")
     print(f" {'measured':>12} {'error':>7}" if args.measure else "")
     results = {"params": shape.params, "flops_per_token": flops, "training": [], "inference": []}
-    for precision in precisions:
-        for ckpt in checkpointing:
-            setup = TrainingSetup(args.batch_size, seq_len, precision, ckpt, device, args.attention)
-            estimate = training_memory(shape, setup)
-            row = {"precision": precision, "gradient_checkpointing": ckpt, **estimate}
-            line = f"{precision:<11} {'on' if ckpt else 'off':<5} " + " ".join(f"{format_bytes(estimate[k]):>12}" for k in TRAINING_COLUMNS)
-            if args.measure:
-                row["measured_peak"] = measured = measure_training_peak(config.to_dict(), setup, args.measure_steps)
-                row["relative_error"] = (estimate["peak"] - measured) / measured
-                line += f" {format_bytes(measured):>12} {row['relative_error']:>+7.1%}"
-            print(line)
-            results["training"].append(row)
+    for mode in modes:
+        for precision in precisions if mode == "full" else ("fp32",):
+            for ckpt in checkpointing:
+                setup = TrainingSetup(
+                    args.batch_size, seq_len, precision, ckpt, device, args.attention, mode, lora_r=args.lora_r,
+                    galore_rank=args.galore_rank,
+                )  # fmt: skip
+                estimate = training_memory(shape, setup)
+                row = {"finetuning": mode, "precision": precision, "gradient_checkpointing": ckpt, **estimate}
+                line = f"{mode:<11} {estimate['trainable_params']:>12,} {precision:<11} {'on' if ckpt else 'off':<5} "
+                line += " ".join(f"{format_bytes(estimate[k]):>12}" for k in TRAINING_COLUMNS)
+                if args.measure:
+                    row["measured_peak"] = measured = measure_training_peak(config.to_dict(), setup, args.measure_steps)
+                    row["relative_error"] = (estimate["peak"] - measured) / measured
+                    line += f" {format_bytes(measured):>12} {row['relative_error']:>+7.1%}"
+                print(line)
+                results["training"].append(row)
 
     if device == "cuda" and not args.measure:
         print("(the CUDA figures follow PyTorch's CUDA kernels on paper; --measure checks them on this GPU)")

@@ -11,6 +11,14 @@ the held-out test instructions and the answers are written to `--responses_file`
 `--data_file` takes any JSON/JSONL of `{instruction, input, output}` records (or Self-Instruct tasks).
 `--lora` trains LoRA adapters (PEFT) on the attention and MLP projections instead of all weights; the
 adapter is saved in `--output_dir`, and the merged plain model in `<output_dir>/merged`.
+
+Less memory (gptcore.training.memory_saving; `python examples/estimate.py --finetuning all` says how much):
+`--lora --load_in_4bit` (QLoRA), `--lora --load_in_8bit` or `--lora --int8` train adapters on a frozen quantised
+base (the adapter is saved; it is not merged into quantised weights); `--galore` trains all weights with GaLore's
+low-rank optimizer states.
+
+    python examples/finetune_instruction.py --model_name_or_path runs/pretrain/final \
+        --output_dir runs/qlora --lora --load_in_4bit --max_steps 200 --learning_rate 2e-4
 """
 
 from __future__ import annotations
@@ -27,15 +35,22 @@ from gptcore.training.finetuning import start_finetuning, train_and_evaluate
 from gptcore.training.generation import answer_instructions
 from gptcore.training.instruction_data import InstructionDataArguments, encode_instructions, load_instruction_splits
 from gptcore.training.lora import LoraArguments, add_lora, merge_lora
+from gptcore.training.memory_saving import MemorySavingArguments, prepare_for_training, quantization_config
 
 SEED_TASKS = Path(__file__).resolve().parent / "data" / "finetune" / "self_instruct_seed_tasks.jsonl"
 
 
 def main() -> None:
-    model_args, data, lora_args, training_args = start_finetuning(InstructionDataArguments, LoraArguments, description=__doc__)
+    model_args, data, lora_args, saving, training_args = start_finetuning(
+        InstructionDataArguments, LoraArguments, MemorySavingArguments, description=__doc__
+    )
+    quantization = quantization_config(saving, lora_args.lora, training_args)  # refuses combinations that cannot train
     splits = load_instruction_splits(data, training_args.seed, default_file=SEED_TASKS)
     print(", ".join(f"{name}: {len(rows)} records" for name, rows in splits.items()))
-    model, tokenizer = load_model_and_tokenizer(GPTCoreForCausalLM, model_args, pads=True)
+    model, tokenizer = load_model_and_tokenizer(
+        GPTCoreForCausalLM, model_args, pads=True, quantization_config=quantization
+    )
+    model = prepare_for_training(model, saving, training_args)  # freezes a quantised base; sets up GaLore
     # The tokenizer saved with the model (output_dir, checkpoints, merged/) pads on the left, for generation;
     # only the training batches pad on the right: real tokens keep the positions they had in pretraining.
     tokenizer.padding_side = "left"
@@ -53,7 +68,9 @@ def main() -> None:
     trainer = Trainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer, data_collator=collator)
     metrics = train_and_evaluate(trainer, validation)
 
-    if lora_args.lora:  # the merged model must compute what the adapter model computes: checked on validation rows
+    if saving.quantized:  # merged into 4-/8-bit weights, the adapter's update would be rounded away in part
+        print(f"LoRA adapter saved in {training_args.output_dir}; it applies to the base checkpoint, quantised or not")
+    elif lora_args.lora:  # the merged model must compute what the adapter model computes: checked on validation rows
         batch = {k: v.to(model.device) for k, v in collator([validation[i] for i in range(min(4, len(validation)))]).items()}
         batch.pop("labels")
         merged_dir = Path(training_args.output_dir) / "merged"

@@ -25,7 +25,9 @@ Entries, and the releases that need each (gptcore supports transformers 5.0.0 an
 - `GradientCheckpointingLayer` (all 5.x), the identity of the default causal-LM loss (all 5.x), `cached_file`'s
   private "None when absent" switch (all 5.x), the Auto class a model was registered for (all 5.x), and the private
   switch that lets `generate()` compile on a CPU (all 5.x): one place to change when they move;
-- transformers' own GPT-2 (a test and benchmark oracle, not gptcore) leaves `loss_type` unset in all 5.x releases.
+- transformers' own GPT-2 (a test and benchmark oracle, not gptcore) leaves `loss_type` unset in all 5.x releases;
+- training adapters on a torchao int8 weight-only base: Trainer refuses it in 5.0 (its torchao quantiser counts only
+  the string quant types as trainable, which torchao 0.18 no longer serves), 5.25 trains it.
 """
 
 from __future__ import annotations
@@ -230,6 +232,15 @@ def compile_on_every_device(config: Any) -> Any:
     compiles only on accelerators, and the switch is a private field of CompileConfig (all 5.x)."""
     config._compile_all_devices = True
     return config
+
+
+def trainer_trains_on_quantized_base(quantization_config: Any) -> bool:
+    """Whether `Trainer` agrees to train adapters on a base quantised with `quantization_config`. It asks the
+    release's quantiser (`is_trainable`): for torchao's int8 weight-only config object 5.0's says no (it knows only
+    the string names "int8_weight_only", ..., which need an older torchao), 5.25's says yes."""
+    from transformers.quantizers import AutoHfQuantizer
+
+    return bool(AutoHfQuantizer.from_config(quantization_config).is_trainable)
 
 
 # --- Serving ---------------------------------------------------------------------------------------------------

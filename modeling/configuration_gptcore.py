@@ -63,7 +63,8 @@ class GPTCoreConfig(PreTrainedConfig):
         self.attn_pdrop = attn_pdrop
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
-        self.summary_first_dropout = summary_first_dropout  # dropout before the classification head
+        # A GPT-2 field, kept so configs round-trip; no sequence classifier reads it (GPT-2's double-heads model does)
+        self.summary_first_dropout = summary_first_dropout
         self.use_cache = use_cache
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id

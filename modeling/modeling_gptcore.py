@@ -321,7 +321,14 @@ class GPTCoreForCausalLM(GPTCorePreTrainedModel, GenerationMixin):
 
 
 class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
-    """A linear classifier on the hidden state of each sequence's last real (non-padding) token."""
+    """A linear classifier on the hidden state of each sequence's last real token, as `GPT2ForSequenceClassification`
+    (no dropout before `score`: the same model trains the same way under `Trainer`).
+
+    "Real" is read from the attention mask when there is one, else from `pad_token_id`; GPT-2 reads the last token
+    that is not `pad_token_id` whatever the mask says. The two agree unless the pad token also stands for something
+    in the text: with pad = EOS (GPT-2 has no pad token) and a sequence that ends with EOS, as TRL's reward trainer
+    writes them, gptcore pools that EOS and GPT-2 the token before it. Left and right padding both work here.
+    """
 
     _task_heads = ("score.weight",)
 
@@ -329,7 +336,6 @@ class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.transformer = GPTCoreModel(config)
-        self.dropout = nn.Dropout(config.summary_first_dropout)
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
         self.post_init()
 
@@ -360,7 +366,7 @@ class GPTCoreForSequenceClassification(GPTCorePreTrainedModel):
         hidden_states = outputs.last_hidden_state  # (B, T, C)
         last = self._last_token_index(input_ids, attention_mask, hidden_states)
         pooled = hidden_states[torch.arange(hidden_states.size(0), device=hidden_states.device), last]  # (B, C)
-        logits = self.score(self.dropout(pooled))  # (B, num_labels)
+        logits = self.score(pooled)  # (B, num_labels)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

@@ -6,10 +6,12 @@ import argparse
 import ast
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedTokenizerBase
 
 from gptcore.modeling import PRESETS, GPTCoreConfig, GPTCorePreTrainedModel, preset_config
@@ -128,9 +130,16 @@ def load_config(
     return GPTCoreConfig.from_dict({**base, **overrides, **config_kwargs})  # validates every field
 
 
-def load_model(model_class: type[M], args: ModelArguments, defaults: dict[str, Any] | None = None, **config_kwargs: Any) -> M:
+def load_model(
+    model_class: type[M],
+    args: ModelArguments,
+    defaults: dict[str, Any] | None = None,
+    quantization_config: Any = None,
+    **config_kwargs: Any,
+) -> M:
     """`model_class` from the checkpoint (gptcore or transformers GPT-2 layout), or randomly initialised when
-    --config/--config_overrides name a size (see `load_config`)."""
+    --config/--config_overrides name a size (see `load_config`); `quantization_config` (bitsandbytes, torchao: see
+    gptcore.training.memory_saving) quantises the weights while loading."""
     if not args.model_name_or_path and not args.random_init:
         raise ValueError(
             f"pass --model_name_or_path (e.g. {PRETRAIN_OUTPUT}, written by examples/pretrain.py), "
@@ -139,11 +148,30 @@ def load_model(model_class: type[M], args: ModelArguments, defaults: dict[str, A
     if args.random_init:
         config = load_config(args, defaults=defaults, **config_kwargs)
         logger.warning("starting from RANDOM weights (%s): results are only a smoke test", args.config_overrides or args.config)
-        return model_class(config)
+        model = model_class(config)
+        return model if quantization_config is None else reload_quantized(model, quantization_config)
+    if quantization_config is not None:
+        config_kwargs["quantization_config"] = quantization_config
     try:
         return model_class.from_pretrained(args.model_name_or_path, **config_kwargs)
     except OSError:
         raise _missing_checkpoint(args.model_name_or_path) from None
+
+
+def reload_quantized(model: M, quantization_config: Any) -> M:
+    """`model` quantised as `from_pretrained(..., quantization_config=...)` quantises a checkpoint: transformers'
+    quantisers work while loading, so the weights go through a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        quantized = type(model).from_pretrained(folder, quantization_config=quantization_config)
+    # The weights left in float are views into the memory-mapped file, which keeps every page of it that loading read
+    # (the float matrices too) in memory after the file is deleted: they get memory of their own.
+    for param in quantized.parameters():
+        if type(param) is torch.nn.Parameter:
+            param.data = param.data.clone()
+    # Named by where it came from, as the float model was, not by the folder that is gone.
+    quantized.name_or_path = quantized.config.name_or_path = model.config.name_or_path
+    return quantized
 
 
 def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
@@ -174,9 +202,14 @@ def check_vocab_fits(tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
 
 
 def load_model_and_tokenizer(
-    model_class: type[M], args: ModelArguments, pads: bool = False, **config_kwargs: Any
+    model_class: type[M],
+    args: ModelArguments,
+    pads: bool = False,
+    quantization_config: Any = None,
+    **config_kwargs: Any,
 ) -> tuple[M, PreTrainedTokenizerBase]:
-    """The tokenizer (`load_tokenizer`) and `model_class` (`load_model`), checked to fit each other.
+    """The tokenizer (`load_tokenizer`) and `model_class` (`load_model`, quantised while loading by
+    `quantization_config`), checked to fit each other.
 
     `pads`: batches will be padded. GPT-2 has no padding token, so EOS stands in for it (the attention mask
     and labels of -100 tell padding apart) and the model's config records it as `pad_token_id`.
@@ -186,7 +219,7 @@ def load_model_and_tokenizer(
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         config_kwargs["pad_token_id"] = tokenizer.pad_token_id
-    model = load_model(model_class, args, **config_kwargs)
+    model = load_model(model_class, args, quantization_config=quantization_config, **config_kwargs)
     check_vocab_fits(tokenizer, model.config)
     return model, tokenizer
 

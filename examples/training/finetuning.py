@@ -1,9 +1,10 @@
-"""One way to run a `transformers.Trainer` job in every fine-tuning script: parse the command line, set up
-logging, refuse a used output folder, evaluate before and after training, save the model and tokenizer,
-write the metrics."""
+"""One way to run a `transformers.Trainer` job in every fine-tuning script (TRL's trainers included): parse the
+command line, set up logging, refuse a used output folder, evaluate before and after training, save the model and
+tokenizer, write the metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -38,15 +39,22 @@ class PrecisionArguments:
     )
 
 
-def start_finetuning(*script_arguments: type, description: str | None = None) -> tuple[Any, ...]:
-    """Parse the command line into `ModelArguments`, the script's own dataclasses, `TrainingArguments` (and
-    --overwrite_output_dir, --mixed_precision), with `description` heading --help; set up logging; refuse a non-empty
-    --output_dir, which Trainer would write over, unless resuming or overwriting; settle the mixed precision and print
-    it; seed everything. Returns (model arguments, *script arguments, training arguments)."""
+def start_finetuning(
+    *script_arguments: type, training_class: type[TrainingArguments] = TrainingArguments, description: str | None = None
+) -> tuple[Any, ...]:
+    """Parse the command line into `ModelArguments`, the script's own dataclasses, `training_class` (TrainingArguments
+    or a subclass such as TRL's DPOConfig; and --overwrite_output_dir, --mixed_precision), with `description` heading
+    --help; set up logging; refuse a non-empty --output_dir, which Trainer would write over, unless resuming or
+    overwriting; settle the mixed precision and print it; seed everything. Returns (model arguments, *script
+    arguments, training arguments)."""
     *parsed, output, precision = parse_args(
-        ModelArguments, *script_arguments, TrainingArguments, OutputArguments, PrecisionArguments, description=description
-    )
+        ModelArguments, *script_arguments, _bf16_off_unless_given(training_class), OutputArguments, PrecisionArguments,
+        description=description,
+    )  # fmt: skip
     training: TrainingArguments = parsed[-1]
+    # The class parsed into differs from `training_class` in a default only; the arguments are `training_class` again,
+    # as Trainer pickles them (training_args.bin) and TRL's trainers expect them.
+    training.__class__ = training_class
     setup_logging(training)
     check_output_dir(training.output_dir, resume=bool(training.resume_from_checkpoint), overwrite=output.overwrite_output_dir)
     chosen = apply_mixed_precision(training, precision.mixed_precision)
@@ -54,6 +62,18 @@ def start_finetuning(*script_arguments: type, description: str | None = None) ->
         print(chosen)
     set_seed(training.seed)
     return tuple(parsed)
+
+
+def _bf16_off_unless_given(training_class: type[TrainingArguments]) -> type[TrainingArguments]:
+    """`training_class`, or where it turns bf16 on when neither --bf16 nor --fp16 is given (TRL's configs do;
+    TrainingArguments does not), a subclass in which an unset --bf16 is off: `apply_mixed_precision` reads bf16 as
+    the user's choice, and --mixed_precision must decide what nobody chose."""
+    bf16 = next(f for f in dataclasses.fields(training_class) if f.name == "bf16")
+    if bf16.default is False:
+        return training_class
+    help_text = "Use bf16 mixed precision. Default: off unless --mixed_precision chooses it."
+    unset_is_off = ("bf16", bool, field(default=False, metadata={"help": help_text}))
+    return dataclasses.make_dataclass(training_class.__name__, [unset_is_off], bases=(training_class,))
 
 
 def apply_mixed_precision(training: TrainingArguments, requested: str) -> str:
@@ -86,6 +106,15 @@ def with_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return metrics
 
 
+def evaluate(trainer: Trainer, dataset: Any, prefix: str) -> dict[str, float]:
+    """`trainer.evaluate(dataset)` with every metric named `<prefix>_...`: TRL's trainers name the metrics they add
+    (reward accuracy, margins, mean reward, ...) `eval_...` whatever prefix was asked for."""
+    metrics = {}
+    for key, value in trainer.evaluate(dataset, metric_key_prefix=prefix).items():
+        metrics[f"{prefix}_{key.removeprefix('eval_')}" if key.startswith("eval_") else key] = value
+    return metrics
+
+
 def train_and_evaluate(trainer: Trainer, eval_dataset: Any = None, perplexity: bool = False) -> dict[str, float]:
     """Evaluate (if there is an evaluation set), train, save model + tokenizer, evaluate again.
 
@@ -93,7 +122,7 @@ def train_and_evaluate(trainer: Trainer, eval_dataset: Any = None, perplexity: b
     """
     metrics: dict[str, float] = {}
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate(eval_dataset, metric_key_prefix="before"))
+        metrics.update(evaluate(trainer, eval_dataset, "before"))
         if perplexity:
             with_perplexity(metrics, "before")
     result = trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
@@ -101,7 +130,7 @@ def train_and_evaluate(trainer: Trainer, eval_dataset: Any = None, perplexity: b
     trainer.save_model()  # also saves the tokenizer passed as processing_class
     trainer.save_state()
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate(eval_dataset, metric_key_prefix="eval"))
+        metrics.update(evaluate(trainer, eval_dataset, "eval"))
         if perplexity:
             with_perplexity(metrics, "eval")
     trainer.log_metrics("all", metrics)

@@ -81,25 +81,34 @@ class SamplingArguments:
         )
 
 
-@torch.no_grad()
 def answer_instructions(model: Any, tokenizer: Any, records: Dataset, max_new_tokens: int, batch_size: int) -> list[dict[str, str]]:
     """Each record ({instruction, input, ...}) with the model's greedy answer to its Alpaca prompt added as
     `model_response`. A prompt longer than the context leaves room for the answer by losing its beginning."""
+    prompts = [format_alpaca_prompt(row) for row in records]
+    answers = answer_prompts(model, tokenizer, prompts, max_new_tokens, batch_size, desc="Answering test instructions")
+    return [{**row, "model_response": answer} for row, answer in zip(records, answers)]
+
+
+@torch.no_grad()
+def answer_prompts(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int, desc: str = "Answering prompts",
+) -> list[str]:
+    """The model's greedy continuation of each prompt (as given: no template added), stripped. A prompt longer than
+    the context leaves room for the answer by losing its beginning."""
     model.eval()
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"  # generation continues the last token
     room = model.config.n_positions - max_new_tokens
     if room < 1:
         raise ValueError(f"--max_new_tokens {max_new_tokens} leaves no room for a prompt in n_positions={model.config.n_positions}")
-    results = []
-    for start in tqdm(range(0, len(records), batch_size), desc="Answering test instructions"):
-        rows = records.select(range(start, min(start + batch_size, len(records))))
-        prompts = [format_alpaca_prompt(row) for row in rows]
-        if any(len(ids) > room for ids in tokenizer(prompts).input_ids):
+    answers: list[str] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc):
+        batch = prompts[start : start + batch_size]
+        if any(len(ids) > room for ids in tokenizer(batch).input_ids):
             logger.warning("prompts longer than %d tokens lose their beginning (n_positions - --max_new_tokens)", room)
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=room).to(model.device)
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=room).to(model.device)
         generated = model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
         )
         texts = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        results += [{**row, "model_response": text.strip()} for row, text in zip(rows, texts)]
-    return results
+        answers += [text.strip() for text in texts]
+    return answers

@@ -25,18 +25,25 @@ class LoraArguments:
     lora_target_modules: str = field(default="c_attn,c_proj,c_fc", metadata={"help": "Comma-separated module names to adapt."})
 
 
-def add_lora(model: GPTCoreForCausalLM, args: LoraArguments) -> Any:
-    """`model` wrapped by PEFT, with trainable adapters on `args.lora_target_modules` and everything else frozen."""
-    from peft import LoraConfig, TaskType, get_peft_model  # an optional dependency: only --lora needs it
+def lora_config(args: LoraArguments) -> Any:
+    """PEFT's LoraConfig for a causal LM: adapters on `args.lora_target_modules`. Trainers that wrap the model
+    themselves (TRL's take `peft_config=`) get this; others call `add_lora`."""
+    from peft import LoraConfig, TaskType  # an optional dependency: only --lora needs it
 
-    config = LoraConfig(
+    return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=args.lora_target_modules.split(","),
     )
-    return get_peft_model(model, config)
+
+
+def add_lora(model: GPTCoreForCausalLM, args: LoraArguments) -> Any:
+    """`model` wrapped by PEFT, with trainable adapters on `args.lora_target_modules` and everything else frozen."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(args))
 
 
 @torch.no_grad()

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16")
+# What trains and how the base is stored (gptcore.training.memory_saving's flags): all weights with AdamW; LoRA adapters
+# on a float base, on a bitsandbytes 4-bit (nf4) or 8-bit base, or on a torchao int8 base; all weights with GaLore.
+FINETUNING_MODES = ("full", "lora", "qlora-4bit", "qlora-8bit", "int8-lora", "galore")
+LORA_BASES = ("lora", "qlora-4bit", "qlora-8bit", "int8-lora")  # a frozen base under LoRA adapters
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,10 @@ class TrainingSetup:
     gradient_checkpointing: bool = False
     device: str = "cpu"  # "cuda", or anything else for PyTorch's CPU kernels, which keep other tensors
     attention: str = "sdpa"  # or "eager"
+    finetuning: str = "full"  # one of FINETUNING_MODES
+    lora_r: int = 16  # LoRA's rank, and its dropout (the scripts' defaults: gptcore.training.lora)
+    lora_dropout: float = 0.05
+    galore_rank: int = 128  # GaLore's rank (the scripts' default: gptcore.training.memory_saving)
 
 
 def format_bytes(n: float) -> str:
@@ -94,6 +102,46 @@ class Shape:
         C, V = self.n_embd, self.vocab_size
         embeddings = V * C + self.n_positions * C
         return embeddings + self.n_layer * self.block_params + 2 * C + (0 if self.tied else V * C)
+
+
+def block_matrices(shape: Shape) -> list[tuple[int, int]]:
+    """(out, in) of each block's matrices: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj (what LoRA adapts, what
+    the quantising modes quantise and GaLore projects)."""
+    C, I = shape.n_embd, shape.n_inner
+    return [(3 * C, C), (C, C), (I, C), (C, I)]
+
+
+def quantized_matrix_bytes(out_features: int, in_features: int, finetuning: str) -> int:
+    """Bytes of one (out, in) weight matrix as the mode stores the frozen base."""
+    n = out_features * in_features
+    if finetuning == "qlora-4bit":
+        # nf4: two weights a byte; double quantisation: one 8-bit scale per block of 64 weights and one fp32 scale per
+        # 256 of those blocks.
+        blocks = -(-n // 64)
+        return n // 2 + blocks + 4 * -(-blocks // 256)
+    if finetuning == "qlora-8bit":  # bitsandbytes LLM.int8: int8 weights and an fp32 scale per output row
+        return n + 4 * out_features
+    if finetuning == "int8-lora":  # torchao int8 weight-only: int8 weights, an fp32 scale and an int8 zero point a row
+        return n + 5 * out_features
+    return 4 * n
+
+
+def trainable_params(shape: Shape, setup: TrainingSetup) -> int:
+    """Parameters that get gradients and optimizer states: all of them, or the LoRA adapters (A: r x in, B: out x r
+    on every block matrix)."""
+    if setup.finetuning in LORA_BASES:
+        return shape.n_layer * setup.lora_r * sum(o + i for o, i in block_matrices(shape))
+    return shape.params
+
+
+def galore_state_elements(shape: Shape, rank: int) -> int:
+    """GaLore AdamW's state for the blocks' matrices: for an (m, n) matrix and k = min(rank, m, n), the two moments of
+    the projected gradient (max(m, n) x k each) and the projection (min(m, n) x k)."""
+    total = 0
+    for m, n in block_matrices(shape):
+        k = min(rank, m, n)
+        total += 2 * max(m, n) * k + min(m, n) * k
+    return shape.n_layer * total
 
 
 def flops_per_token(shape: Shape, seq_len: int) -> dict[str, int]:
@@ -185,20 +233,35 @@ def block_backward_peak_bytes(shape: Shape, setup: TrainingSetup) -> int:
 
 
 def training_memory(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
-    """Bytes for one optimizer step of AdamW (gradients set to None between steps, as Trainer does).
+    """Bytes for one optimizer step of AdamW (gradients set to None between steps, as Trainer does), on what
+    `setup.finetuning` trains: weights in the size the mode stores them, gradients and AdamW states for what trains
+    only (GaLore: low-rank states for the blocks' matrices).
 
     The peak is the largest of the moments a step goes through: the backward pass through the LM head (all
     activations still kept), through the last block, and the end (all gradients, then the optimizer update).
     """
     precision, gradient_checkpointing, seq_len = setup.precision, setup.gradient_checkpointing, setup.seq_len
+    mode = setup.finetuning
     if seq_len > shape.n_positions:
         raise ValueError(f"seq_len {seq_len} exceeds n_positions={shape.n_positions}; pass a shorter --seq_len")
+    if mode not in FINETUNING_MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r}; use one of {', '.join(FINETUNING_MODES)}")
+    if mode != "full" and precision != "fp32":
+        raise ValueError(f"the estimate of {mode} fine-tuning covers fp32 training only; pass --precision fp32")
     d = dtypes(precision)
-    N, C, V, L = setup.batch * seq_len, shape.n_embd, shape.vocab_size, shape.n_layer
+    N, C, V, L, I = setup.batch * seq_len, shape.n_embd, shape.vocab_size, shape.n_layer, shape.n_inner
     P = shape.params
+    frozen = mode in LORA_BASES  # the base is frozen; only the adapters train
+    matrices = L * sum(o * i for o, i in block_matrices(shape))
+    trainable = trainable_params(shape, setup)
     weights = d.param * P
-    gradients = d.param * P
-    optimizer = 2 * d.param * P  # AdamW's exp_avg and exp_avg_sq
+    if frozen:
+        base_matrices = L * sum(quantized_matrix_bytes(o, i, mode) for o, i in block_matrices(shape))
+        weights += base_matrices - d.param * matrices + d.param * trainable
+    gradients = d.param * trainable
+    optimizer = 2 * d.param * trainable  # AdamW's exp_avg and exp_avg_sq
+    if mode == "galore":  # full states for what is outside the blocks' matrices (the tied head among it)
+        optimizer = 2 * d.param * (P - matrices) + d.param * galore_state_elements(shape, setup.galore_rank)
     # Autocast caches the 16-bit copy of each weight it casts; the copies stay alive, saved for backward.
     autocast_weights = 2 * shape.matmul_params if precision.endswith("-mixed") else 0
 
@@ -206,43 +269,72 @@ def training_memory(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
     mask = 1 if setup.device == "cuda" else d.residual  # the embedding output has the weights' dtype
     # Outside the blocks: token and position ids (int64) for the embedding backward, the embedding dropout
     # mask, ln_f's input and statistics, and the LM head's input.
-    outer = 8 * N + 8 * seq_len + (mask * N * C if shape.embd_pdrop > 0 else 0)
+    embedding_mask = mask * N * C if shape.embd_pdrop > 0 else 0
+    outer = 8 * N + 8 * seq_len + embedding_mask
     outer += d.residual * N * C + 2 * d.residual * N + d.compute * N * C
+    first_block_saving = 0  # what the first block need not keep when nothing before it trains
+    if frozen:
+        # A frozen layer keeps no input (autograd saves what a weight gradient needs only when one is computed); each
+        # adapter keeps its input after its dropout and the dropout's mask (CPU: of the input's dtype), and its
+        # rank-r middle. The inputs of the four adapted layers: 3 of width C, the MLP's c_proj's of width I.
+        inputs = d.compute * N * (3 * C + I)
+        dropout = setup.lora_dropout > 0
+        block += inputs * (2 if dropout else 1) + d.compute * N * 4 * setup.lora_r - inputs
+        if mode == "int8-lora":
+            # torchao's int8 linear keeps the dequantised float weight for the gradient w.r.t. its input.
+            block += d.compute * sum(o * i for o, i in block_matrices(shape))
+        if mode == "qlora-8bit":  # bitsandbytes' 8-bit layer keeps its input, which the frozen float one does not
+            block += inputs
+        # Up to the first adapter nothing needs a gradient: no embedding dropout mask, and the first block's ln_1 and
+        # c_attn keep nothing (its LoRA dropout mask, its int8 weight copy).
+        outer -= embedding_mask
+        first_block_saving = d.residual * N * C + 2 * d.residual * N + (mask * N * C if dropout else 0)
+        if mode == "int8-lora":
+            first_block_saving += d.compute * 3 * C * C
+        if mode == "qlora-8bit":
+            first_block_saving += d.compute * N * C
     # gptcore computes the LM head and the cross-entropy in one step (core.LMHeadCrossEntropy): it keeps the
     # logits, one fp32 log-sum-exp per position and the targets, and never builds the softmax or its
     # gradient for the whole batch, only for slices of the vocabulary of about 2**22 elements.
     head = d.compute * N * V + 4 * N + 8 * N + N
     slice_elements = min(V, max(1024, 2**22 // N)) * N
     head_backward = (
-        d.compute * V * C  # the LM-head (tied: token-embedding) weight gradient, filled slice by slice
+        (0 if frozen else d.compute * V * C)  # the LM-head (tied: token-embedding) weight gradient, slice by slice
         + d.compute * N * C  # the gradient w.r.t. its input
         # softmax - one_hot of a slice in fp32 (+ its 16-bit cast); the next slice is built while the
         # previous one is still referenced, so two are alive at once
         + 2 * slice_elements * (4 + (d.compute if d.compute != 4 else 0))
     )
+    block_peak = block_backward_peak_bytes(shape, setup) + (block - block_activation_bytes(shape, setup)["total"])
     if gradient_checkpointing:
         kept_blocks = L * d.residual * N * C  # each block keeps only its input and recomputes the rest
         # The last block's activations are rebuilt during its backward (its input is already counted as kept).
-        last_block = block_backward_peak_bytes(shape, setup) - d.residual * N * C
+        last_block = block_peak - d.residual * N * C
     else:
-        kept_blocks = L * block
-        last_block = block_backward_peak_bytes(shape, setup)
+        kept_blocks = L * block - first_block_saving
+        last_block = block_peak
     activations = kept_blocks + outer + head
+    # bitsandbytes dequantises a frozen matrix into a float copy for each product, one layer at a time.
+    dequantized = 4 * max(o * i for o, i in block_matrices(shape)) if mode in ("qlora-4bit", "qlora-8bit") else 0
 
-    head_grads = d.param * (V * C + 2 * C)  # LM-head (tied: token-embedding) and ln_f gradients exist by then
+    # LM-head (tied: token-embedding) and ln_f gradients exist by then; with a frozen base, some adapters' ones.
+    head_grads = gradients if frozen else d.param * (V * C + 2 * C)
+    # The largest tensor the optimizer updates: single-tensor AdamW (PyTorch's default on CPU; GaLore's AdamW alike)
+    # makes ~2 temporaries its size.
+    largest = setup.lora_r * max(I, 3 * C) if frozen else V * C
     phases = {
         "backward_head": activations + head_backward + autocast_weights,
         "backward_last_block": kept_blocks - (0 if gradient_checkpointing else block) + last_block + outer
-        + head_grads + autocast_weights,
+        + head_grads + autocast_weights + dequantized,
         # The embedding backward builds a dense (V, C) gradient before adding it to the existing one.
-        "backward_end": gradients + d.param * V * C,
-        # Single-tensor AdamW (PyTorch's default on CPU) makes ~2 temporaries the size of one weight.
-        "optimizer_step": gradients + 2 * d.param * V * C,
+        "backward_end": gradients + (0 if frozen else d.param * V * C),
+        "optimizer_step": gradients + 2 * d.param * largest,
     }
     phase = max(phases, key=phases.get)
     peak = weights + optimizer + phases[phase]
     return {
         "params": P,
+        "trainable_params": trainable,
         "weights": weights,
         "gradients": gradients,
         "optimizer_states": optimizer,

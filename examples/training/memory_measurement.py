@@ -1,5 +1,6 @@
 """The memory a training step really takes, to set beside `memory.training_memory`'s estimate: a model built from
-a config trains on random tokens with AdamW in a fresh process, and the peak of its last step is read."""
+a config trains on random tokens with AdamW in a fresh process, and the peak of its last step is read. The
+fine-tuning modes are set up by the functions the fine-tuning scripts call (gptcore.training.memory_saving)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def measure_training_peak(config: dict[str, Any], setup: TrainingSetup, steps: i
 def _measure(config: dict[str, Any], setup: TrainingSetup, steps: int) -> int:
     torch.manual_seed(0)
     # The runtime's one-time allocations (thread pools, kernel workspaces) are not the model's: made here first.
-    train_steps(_TINY, replace(setup, batch=2, seq_len=8), steps=1, on_last_step=lambda: None)
+    train_steps(_TINY, replace(setup, batch=2, seq_len=8, galore_rank=2), steps=1, on_last_step=lambda: None)
     if setup.device == "cuda":
         torch.cuda.synchronize()
         baseline = torch.cuda.memory_allocated()
@@ -50,13 +51,16 @@ def _measure(config: dict[str, Any], setup: TrainingSetup, steps: int) -> int:
 
 def train_steps(config: dict[str, Any], setup: TrainingSetup, steps: int, on_last_step: Callable[[], None]) -> None:
     """`steps` AdamW steps of a model built from `config` on random tokens, as `setup` says (precision,
-    checkpointing, attention, device); `on_last_step` is called just before the last one starts."""
+    checkpointing, attention, device, fine-tuning mode); `on_last_step` is called just before the last one starts."""
     model = GPTCoreForCausalLM(GPTCoreConfig(**config, attn_implementation=setup.attention)).to(setup.device).train()
     if setup.precision == "bf16":
         model.to(torch.bfloat16)
+    if setup.finetuning != "full":
+        model, optimizer = _memory_saving_model(model, setup)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if setup.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast_dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(setup.precision)
     scaler = torch.amp.GradScaler(setup.device, enabled=setup.precision == "fp16-mixed")
     input_ids = torch.randint(0, model.config.vocab_size, (setup.batch, setup.seq_len), device=setup.device)
@@ -66,6 +70,35 @@ def train_steps(config: dict[str, Any], setup: TrainingSetup, steps: int, on_las
         with torch.autocast(setup.device, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss  # as Trainer runs it
         scaler.scale(loss).backward()
+        # Trainer keeps no reference to a step's graph; bitsandbytes' 8-bit layers keep their inputs on it (not as saved
+        # tensors, which the backward pass frees), so a graph kept into the next step would hold them there.
+        del loss
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+
+
+def _memory_saving_model(model: GPTCoreForCausalLM, setup: TrainingSetup) -> tuple[Any, torch.optim.Optimizer]:
+    """The model and optimizer of `setup.finetuning`, built as the fine-tuning scripts build them: quantised while
+    loading, readied by PEFT, LoRA adapters (AdamW on them), or Trainer's GaLore AdamW."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    from gptcore.training.arguments import reload_quantized
+    from gptcore.training.lora import LoraArguments, add_lora
+    from gptcore.training.memory_saving import MemorySavingArguments, prepare_for_training, quantization_config
+
+    lora, saving = MemorySavingArguments.for_mode(setup.finetuning, galore_rank=setup.galore_rank)
+    with tempfile.TemporaryDirectory() as output_dir:
+        training = TrainingArguments(output_dir, use_cpu=setup.device == "cpu", report_to="none", learning_rate=1e-4)
+        quantization = quantization_config(saving, lora, training, trainer=False)  # this loop is not Trainer
+        if quantization is not None:
+            model = reload_quantized(model, quantization).train()
+        model = prepare_for_training(model, saving, training)
+        if lora:
+            model = add_lora(model, LoraArguments(lora=True, lora_r=setup.lora_r, lora_dropout=setup.lora_dropout))
+            if setup.gradient_checkpointing:
+                model.enable_input_require_grads()  # the checkpointed blocks' inputs come from a frozen embedding
+            return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        return model, Trainer(model=model, args=training).create_optimizer()

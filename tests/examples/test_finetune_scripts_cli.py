@@ -17,7 +17,10 @@ from gptcore.modeling import PRESETS
 from gptcore.training.arguments import ModelArguments
 from gptcore.training.runtime import check_output_dir
 
-FINETUNING = ["finetune_clm.py", "finetune_classification.py", "finetune_instruction.py"]
+FINETUNING = [
+    "finetune_clm.py", "finetune_classification.py", "finetune_instruction.py",
+    "train_reward_model.py", "finetune_dpo.py", "finetune_grpo.py",
+]  # fmt: skip
 SCRIPTS = [*FINETUNING, "perplexity.py", "generate.py", "estimate.py"]
 
 

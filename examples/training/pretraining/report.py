@@ -1,4 +1,5 @@
-"""What examples/pretrain.py leaves behind for people: metrics.jsonl, the loss curve, the model card."""
+"""What examples/pretrain.py leaves behind for people: metrics.jsonl, the loss curve, the model card (drawn and
+written by gptcore.training.report)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gptcore.conversion.model_card import write_card
+from gptcore.training.report import Curve, Panel, plot_curves, write_run_card
 
 
 class MetricsLog:
@@ -48,28 +49,11 @@ class MetricsLog:
 
 def plot_loss_curve(records: list[dict[str, Any]], path: Path, unigram_baseline: float | None) -> None:
     """Training and validation loss against the optimizer step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; also safe under accelerate launch
-    import matplotlib.pyplot as plt
-
     train = [(record["step"], record["train_loss"]) for record in records if math.isfinite(record.get("train_loss", math.nan))]
     validation = [(record["step"], record["val_loss"]) for record in records if "val_loss" in record]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if train:
-        ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)
-    if validation:
-        ax.plot(*zip(*validation), "o-", label="validation")
-    if unigram_baseline is not None:
-        ax.axhline(unigram_baseline, color="grey", linestyle="--", label=f"unigram baseline ({unigram_baseline:.2f})")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("Pretraining loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    baselines = {} if unigram_baseline is None else {f"unigram baseline ({unigram_baseline:.2f})": unigram_baseline}
+    curves = [Curve("train", train), Curve("validation", validation, marked=True)]
+    plot_curves(path, "Pretraining loss", [Panel("cross-entropy (nats/token)", curves, baselines)])
 
 
 def write_training_card(
@@ -80,41 +64,11 @@ def write_training_card(
     metrics: dict[str, Any],
 ) -> None:
     """README.md with the Hub's metadata header, the final metrics and the run's settings (every option)."""
-    architecture = ", ".join(f"{key}={model_config[key]}" for key in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"))
-    metric_rows = "\n".join(
-        f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |" for name, value in metrics.items()
-    )
-    body = f"""A GPT-2-architecture model ({architecture}; {num_parameters / 1e6:.1f}M parameters) trained with gptcore's
-`examples/pretrain.py`.
-
-## Use
-
-```python
-import gptcore.modeling  # registers the gptcore architecture with the Auto classes
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-model = AutoModelForCausalLM.from_pretrained("{model_dir}")
-tokenizer = AutoTokenizer.from_pretrained("{model_dir}")
-```
-
-Without gptcore installed, pass `trust_remote_code=True` (the modeling code is saved next to the weights).
-
-## Final metrics
-
-Losses are cross-entropies in nats per token. The unigram baseline is the validation cross-entropy under the
-training tokens' frequencies with add-one smoothing: a model must beat it to have learnt more than word counts.
-
-| metric | value |
-|---|---|
-{metric_rows}
-
-## Training configuration
-
-```json
-{json.dumps(settings, indent=2, default=str)}
-```
-"""
-    write_card(
-        model_dir, "gptcore GPT pretrained from scratch", body,
-        library_name="transformers", pipeline_tag="text-generation", tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
+    write_run_card(
+        model_dir, "gptcore GPT pretrained from scratch", "trained with gptcore's `examples/pretrain.py`.",
+        model_config, num_parameters, metrics, settings,
+        metrics_note="Losses are cross-entropies in nats per token. The unigram baseline is the validation "
+        "cross-entropy under the\ntraining tokens' frequencies with add-one smoothing: a model must beat it to have "
+        "learnt more than word counts.",
+        pipeline_tag="text-generation", tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
     )  # fmt: skip
