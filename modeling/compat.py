@@ -12,7 +12,7 @@ Entries, and the releases that need each (gptcore supports transformers 5.0.0 an
   in 5.0-5.1 (the same decorator under its old name);
 - `create_causal_mask`: `input_embeds` in 5.0-5.1, `cache_position` required in 5.0-5.3 (accepted until 5.8),
   `past_key_values` renamed `cache` in 5.24;
-- the attention registry: `get_interface` from 5.1, indexing by name in 5.0;
+- the attention registry: `get_interface` from 5.1, indexing by name in 5.0 (which gets a `get_interface` here);
 - continuous batching's paged KV cache (`generate_batch`, `transformers serve --continuous-batching`): the
   attention function updates it in 5.0 (the `paged|` functions read it from their `cache` keyword), the model
   does in 5.24 (`cache.update(key, value, layer_idx, kwargs)`);
@@ -131,14 +131,29 @@ def create_causal_mask(
     return _create_causal_mask(**kwargs)
 
 
-def attention_function(config: Any, default: Callable) -> Callable:
-    """The attention function registered for `config._attn_implementation` (sdpa, flash, flex, paged...);
-    `default` for "eager". (`get_interface`, which validates the name, arrived after 5.0.)"""
-    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
-        return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, default)
-    if config._attn_implementation in (None, "eager"):
-        return default
-    return ALL_ATTENTION_FUNCTIONS[config._attn_implementation]
+class _AttentionFunctionsWithGetInterface:
+    """transformers 5.0's attention registry, with the `get_interface(name, default)` lookup later releases have
+    (the default for "eager"); every other access goes to the registry itself."""
+
+    def __init__(self, functions: Any) -> None:
+        self._functions = functions
+
+    def get_interface(self, attn_implementation: str | None, default: Callable) -> Callable:
+        if attn_implementation in (None, "eager"):
+            return default
+        return self._functions[attn_implementation]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._functions, name)
+
+    def __getitem__(self, name: str) -> Callable:
+        return self._functions[name]
+
+
+# The registry of attention functions (sdpa, flash, flex, paged, and whatever a runtime registers, such as vLLM's),
+# with `get_interface`, which arrived after 5.0 and also validates the name.
+if not hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+    ALL_ATTENTION_FUNCTIONS = _AttentionFunctionsWithGetInterface(ALL_ATTENTION_FUNCTIONS)  # 5.0
 
 
 # --- Continuous batching ---------------------------------------------------------------------------------------
@@ -164,7 +179,7 @@ def is_paged_cache(cache: Any) -> bool:
 
 
 def paged_attention(attention_fn: Callable, cache: Any) -> Callable:
-    """`attention_fn` (from `attention_function`) with the paged `cache` taking the new keys and values first, so
+    """`attention_fn` (from `ALL_ATTENTION_FUNCTIONS`) with the paged `cache` taking the new keys and values first, so
     that it attends over every token of each packed request, cached and new."""
 
     def attend(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any) -> Any:

@@ -182,13 +182,7 @@ class CausalSelfAttention(nn.Module):
         attention_fn: Callable | None = None,
         **attn_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        if cache is not None:  # keys/values of earlier tokens come back from the cache
-            k, v = cache.update(k, v, self.layer_idx)  # (B, H, T_past + T, D)
+        q, k, v = self.project_qkv(x, cache)  # 3 x (B, H, T, D); k, v also hold the cached tokens
         attention_fn = attention_fn or sdpa_attention
         y, weights = attention_fn(
             self,
@@ -200,8 +194,23 @@ class CausalSelfAttention(nn.Module):
             scaling=self.scaling,
             **attn_kwargs,
         )  # (B, T, H, D)
-        y = y.reshape(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y)), weights
+        return self.project_out(y, x.shape), weights
+
+    def project_qkv(self, x: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values, one slice of the channels per head: (B, T, C) -> 3 x (B, H, T, D)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if cache is not None:  # keys/values of earlier tokens come back from the cache
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, T_past + T, D)
+        return q, k, v
+
+    def project_out(self, y: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+        """The heads side by side again, through the output projection: (B, T, H, D) -> (B, T, C), the shape of
+        the attention's input (an attention function may also return its heads already merged)."""
+        return self.resid_dropout(self.c_proj(y.reshape(input_shape)))
 
 
 class MLP(nn.Module):
@@ -227,10 +236,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
+    attention_class: type[CausalSelfAttention] = CausalSelfAttention  # a host library may use a subclass
+
     def __init__(self, config: Any, layer_idx: int) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = CausalSelfAttention(config, layer_idx)
+        self.attn = self.attention_class(config, layer_idx)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 

@@ -23,11 +23,11 @@ from transformers.modeling_outputs import (
 from transformers.utils import logging
 
 from .compat import (
+    ALL_ATTENTION_FUNCTIONS,
     CACHE_KEYS,
     GradientCheckpointingLayer,
     OutputRecorder,
     accepts_cache,
-    attention_function,
     cache_output,
     can_return_tuple,
     capture_outputs,
@@ -60,9 +60,48 @@ _AUTO_MAP = {
 }
 
 
+class GPTCoreAttention(CausalSelfAttention):
+    """The core's attention, with its attention function looked up where transformers' own models look it up: in this
+    forward, from `config._attn_implementation` (eager, sdpa, flash, flex, or a runtime's own, such as vLLM's).
+    Runtimes built on transformers' attention interface find the lookup and its one call there."""
+
+    def __init__(self, config: GPTCoreConfig, layer_idx: int) -> None:
+        super().__init__(config, layer_idx)
+        self.config = config
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_mask: Any = None,
+        cache: Any = None,
+        attention_fn: Any = None,
+        paged_cache: Any = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q, k, v = self.project_qkv(x, cache)  # 3 x (B, H, T, D)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
+        if attention_fn is not None:  # the core's seam, still open to a caller
+            attention_interface = attention_fn
+        if paged_cache is not None:  # continuous batching: the paged cache takes the new keys and values first
+            attention_interface = paged_attention(attention_interface, paged_cache)
+        y, weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.attn_dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # (B, T, H, D)
+        return self.project_out(y, x.shape), weights
+
+
 class GPTCoreBlock(GradientCheckpointingLayer, Block):
     """The core's transformer block on transformers' checkpointing base class, so that
     `gradient_checkpointing_enable()` recomputes each block in the backward pass."""
+
+    attention_class = GPTCoreAttention
 
 
 class GPTCorePreTrainedModel(CheckpointLoadingMixin, PreTrainedModel):
@@ -146,13 +185,12 @@ class GPTCoreModel(GPTTransformer, GPTCorePreTrainedModel):
             use_cache = False
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        attention_fn = attention_function(self.config, eager_attention)
-
+        paged_cache = None
         if is_paged_cache(cache):
-            # Continuous batching: the requests, packed into one row, share a paged cache that the attention function
+            # Continuous batching: the requests, packed into one row, share a paged cache that each attention layer
             # updates (see compat.paged_attention). Their position_ids and mask come ready-made (no mask where the
             # kernel needs none), which transformers' mask building would return as they are.
-            attention_fn, cache, mask = paged_attention(attention_fn, cache), None, attention_mask
+            paged_cache, cache, mask = cache, None, attention_mask
         else:
             if position_ids is None:
                 past_len = cache.get_seq_length() if cache is not None else 0
@@ -167,7 +205,7 @@ class GPTCoreModel(GPTTransformer, GPTCorePreTrainedModel):
             position_ids=position_ids,
             attention_mask=mask,
             cache=cache,
-            attention_fn=attention_fn,
+            paged_cache=paged_cache,  # read by GPTCoreAttention
             **kwargs,
         )
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output(cache if use_cache else None))

@@ -36,12 +36,12 @@ def skip_without_serving() -> None:
         pytest.skip("this transformers release's `serve` predates the /v1/completions endpoint and the positional model argument", allow_module_level=True)
 
 
-def build_checkpoint(folder: Path):
+def build_checkpoint(folder: Path, n_embd: int = 32, n_head: int = 2):
     """(gptcore folder with the GPT-2 tokenizer and its Alpaca chat template, the gptcore model, transformers' GPT-2
     with the same weights). Weights drawn wide (std 0.3): a tiny model at GPT-2's 0.02 repeats one token whatever
     the prompt, while these answers differ from prompt to prompt, so a prompt that lost its history shows."""
     reference = save_random_gpt2(
-        folder / "gpt2", gpt2_config(vocab_size=50257, n_positions=256, n_embd=32, n_head=2, initializer_range=0.3)
+        folder / "gpt2", gpt2_config(vocab_size=50257, n_positions=256, n_embd=n_embd, n_head=n_head, initializer_range=0.3)
     )
     model = GPTCoreForCausalLM.from_pretrained(folder / "gpt2").eval()
     model.save_pretrained(folder / "gptcore")
@@ -62,7 +62,7 @@ def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -79,17 +79,25 @@ def _healthy(url: str) -> bool:
 @contextmanager
 def served(model_folder: Path, log_file: Path, *options: str) -> Iterator[str]:
     """`python examples/serve.py <model_folder> --device cpu ... <options>` on a free local port; yields the OpenAI
-    base URL once /health answers. The server runs in its own process group, killed on the way out whatever happens."""
-    port = _free_port()
+    base URL once /health answers."""
+    port = free_port()
     command = [sys.executable, str(EXAMPLES / "serve.py"), str(model_folder), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    with server_process(command, port, log_file, env, STARTUP_TIMEOUT_S) as base_url:
+        yield base_url
+
+
+@contextmanager
+def server_process(command: list[str], port: int, log_file: Path, env: dict[str, str], startup_timeout_s: float) -> Iterator[str]:
+    """Run `command`, an OpenAI-compatible server listening on 127.0.0.1:`port`; yield its base URL once /health
+    answers. The server runs in its own process group, killed on the way out whatever happens."""
     with open(log_file, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        deadline = time.monotonic() + startup_timeout_s
         while not _healthy(f"http://127.0.0.1:{port}/health"):
             if server.poll() is not None or time.monotonic() > deadline:
-                state = f"exited with {server.returncode}" if server.poll() is not None else f"not up after {STARTUP_TIMEOUT_S} s"
+                state = f"exited with {server.returncode}" if server.poll() is not None else f"not up after {startup_timeout_s} s"
                 pytest.fail(f"the server {state}:\n{log_file.read_text()[-4000:]}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
