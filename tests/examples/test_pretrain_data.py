@@ -1,9 +1,10 @@
-"""Unit tests of examples/pretrain.py's engine (gptcore.training.pretraining) and its data (in-process, fast)."""
+"""Unit tests of examples/pretrain.py, its checkpoints (gptcore.training.pretraining) and its data (in-process, fast)."""
 
 from __future__ import annotations
 
 import json
 import math
+import runpy
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,14 @@ from gptcore.training.lm_data import (
     unigram_baseline,
 )
 from gptcore.training.pretraining.checkpoints import COMPLETE_MARKER, TrainingProgress, prune_checkpoints, resolve_checkpoint
-from gptcore.training.pretraining.cli import parse_args
-from gptcore.training.pretraining.model import build_model, parameter_groups
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, preset_config
 from gptcore.tokenization import gpt2_tokenizer
+from tests.processes import EXAMPLES
+
+# The script's functions, without running its main.
+PRETRAIN = runpy.run_path(str(EXAMPLES / "pretrain.py"))
+parse_args, build_model, parameter_groups = PRETRAIN["parse_args"], PRETRAIN["build_model"], PRETRAIN["parameter_groups"]
 
 EOS = 63
 
