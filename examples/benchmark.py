@@ -28,7 +28,7 @@ with AMX or AVX512-bf16; otherwise the table says why bf16 was left out).
             At batch 1 also the median decoding step in ms (prefill excluded) next to the weight-streaming
             limit: the bytes one step reads (every weight once, one row of each embedding table, the cached
             keys and values) over the memory read bandwidth measured in the same run (sum() of a filled
-            --bandwidth-mib buffer, best of 5), and the share of that limit reached (goal: 70%).
+            --bandwidth-mib buffer, best of 5), and the share of that limit reached.
   compile   the same with cache_implementation="static" and torch.compile (transformers' CompileConfig,
             fullgraph=True: decoding steps compiled, prefill eager), batch --compile-batches. The first
             call compiles, which takes far longer than the timed calls, and is reported separately.
@@ -63,13 +63,13 @@ from typing import Any
 import torch
 import transformers
 
+from benchmarking import benchmark  # the measuring tools beside this script (examples/benchmarking, not installed)
+from benchmarking.benchmark import PARTS, PRECISIONS, BenchmarkSettings, choose_precisions, config_fields, run_benchmark
+from benchmarking.profiling import format_profile
+from benchmarking.report import device_description, format_table, report_rows
+from benchmarking.timing import CLOCKS
 from gptcore.modeling import PRESETS
-from gptcore.training import benchmark
-from gptcore.training.benchmark import PARTS, PRECISIONS, BenchmarkSettings, choose_precisions, config_fields, run_benchmark
-from gptcore.training.benchmark_report import device_description, format_table, report_rows
-from gptcore.training.profiling import format_profile
 from gptcore.training.runtime import pick_device
-from gptcore.training.timing import CLOCKS
 
 DEFAULT_TEXT = Path(__file__).parent / "data" / "corpus" / "asyoulik.txt"
 

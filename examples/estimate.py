@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarking.memory_measurement import measure_training_peak  # beside this script (examples/benchmarking)
 from gptcore.training.arguments import ModelArguments, load_config, parse_args
 from gptcore.training.memory import (
     FINETUNING_MODES,
@@ -40,7 +41,6 @@ from gptcore.training.memory import (
     inference_memory,
     training_memory,
 )
-from gptcore.training.memory_measurement import measure_training_peak
 from gptcore.training.runtime import pick_device
 
 TRAINING_COLUMNS = ("weights", "gradients", "optimizer_states", "activations", "peak")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ torch.set_num_threads(1)
 
 import gptcore.modeling  # noqa: E402,F401  registers the Auto classes
 from tests.oracle import gpt2_config, save_random_gpt2  # noqa: E402
+from tests.processes import EXAMPLES  # noqa: E402
+
+# The benchmark's measuring tools (examples/benchmarking) are not installed: tests import them as the scripts do, from
+# examples/, appended so that nothing there hides an installed module.
+sys.path.append(str(EXAMPLES))
 
 @pytest.fixture
 def gpt2_pair(tmp_path):

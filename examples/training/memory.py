@@ -3,7 +3,8 @@
 Activation memory is counted tensor by tensor: for each operation of a block, the tensors autograd keeps
 for the backward pass (what `torch.autograd.graph.saved_tensors_hooks` reports for gptcore's modules in
 PyTorch 2.x), with the dtype each one has under the chosen precision. Nothing here is fitted to
-measurements; `memory_measurement` runs real steps to compare against (`estimate.py --measure`).
+measurements; examples/benchmarking/memory_measurement.py runs real steps to compare against
+(`estimate.py --measure`).
 """
 
 from __future__ import annotations

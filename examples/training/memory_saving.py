@@ -144,7 +144,7 @@ def _quantization_config(args: MemorySavingArguments, training: TrainingArgument
         from torchao.quantization import Int8WeightOnlyConfig
         from transformers import TorchAoConfig
 
-        return TorchAoConfig(Int8WeightOnlyConfig())  # what gptcore.training.quantization decodes with
+        return TorchAoConfig(Int8WeightOnlyConfig())  # what gptcore.modeling.quantization decodes with
     return None
 
 

@@ -22,24 +22,23 @@ import transformers
 from tests.oracle import gpt2_config, save_random_gpt2
 from tests.processes import run_example_in_process
 
-from gptcore.modeling import GPTCoreForCausalLM
-from gptcore.training import benchmark, runtime
-from gptcore.training.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit, tensor_bytes
-from gptcore.training.benchmark import (
+from benchmarking import benchmark, llama_cpp
+from benchmarking.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit, tensor_bytes
+from benchmarking.benchmark import (
     BenchmarkSettings,
-    StepClock,
     TokenMismatchError,
     check_same_tokens,
     choose_precisions,
     compare_continuations,
     config_fields,
-    find_llama_tool,
     is_float_tie,
-    run_llama_bench,
 )
-from gptcore.training.benchmark_report import met_or_not, report_rows
-from gptcore.training.profiling import operator_table
-from gptcore.training.timing import Timer, timing_summary
+from benchmarking.llama_cpp import find_llama_tool, run_llama_bench
+from benchmarking.profiling import operator_table
+from benchmarking.report import met_or_not, report_rows
+from benchmarking.timing import StepClock, Timer, timing_summary
+from gptcore.modeling import GPTCoreForCausalLM
+from gptcore.training import runtime
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 128, "n_positions": 64}
 
@@ -308,7 +307,7 @@ def test_a_missing_llama_bench_is_a_clear_error(tmp_path):
         compile_batches=[], gen_warmup=0, gen_repeats=1, peak_size=64, threads=1, seed=0, skip=[], llama_cpp=str(tmp_path),
     )  # fmt: skip
     with pytest.raises(FileNotFoundError, match="no llama-bench there"):
-        benchmark.bench_llama_cpp(str(tmp_path), settings, Timer(torch.device("cpu")), None)
+        llama_cpp.bench_llama_cpp(str(tmp_path), settings, Timer(torch.device("cpu")), None)
 
 
 @pytest.mark.slow
@@ -322,7 +321,7 @@ def test_llama_cpp_rows_from_gguf_files_of_the_same_weights(tmp_path, monkeypatc
         compile_batches=[], gen_warmup=0, gen_repeats=2, peak_size=64, threads=1, seed=0, skip=[], llama_cpp=str(tool),
     )  # fmt: skip
     ours = benchmark.load_for_benchmark("ours", checkpoint, "cpu")
-    result = benchmark.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
+    result = llama_cpp.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
     assert set(result) >= {"f32", "bf16"} and "q8_0" not in result  # no llama-quantize beside the fake llama-bench
     L, C, V = 2, 32, 50257
     matrices, vectors = L * 12 * C * C + V * C, L * 13 * C + 2 * C + C  # wpe: one row
@@ -348,7 +347,7 @@ def test_a_real_llama_bench_on_gguf_files_of_the_same_weights(tmp_path, restore_
         llama_cpp=os.environ["GPTCORE_LLAMA_CPP"],
     )  # fmt: skip
     ours = benchmark.load_for_benchmark("ours", checkpoint, "cpu")
-    result = benchmark.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
+    result = llama_cpp.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
     assert {"f32", "bf16", "q8_0"} <= set(result) and result["build"]  # llama-quantize sits beside llama-bench
     for kind in ("f32", "bf16", "q8_0"):
         assert result[kind]["decode_tokens_per_s"] > 0 and result[kind]["prompt_tokens_per_s"] > 0

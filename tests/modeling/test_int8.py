@@ -16,9 +16,10 @@ pytest.importorskip("torchao", reason="int8 decoding needs torchao (pip install 
 from torchao.quantization import Int8WeightOnlyConfig  # noqa: E402
 from transformers import TorchAoConfig  # noqa: E402
 
+from benchmarking.bandwidth import decode_bytes_per_step  # noqa: E402
+from benchmarking.benchmark import next_token_agreement, text_token_ids  # noqa: E402
 from gptcore.modeling import GPTCoreForCausalLM  # noqa: E402
-from gptcore.training.bandwidth import decode_bytes_per_step  # noqa: E402
-from gptcore.training.quantization import next_token_agreement, quantize_int8, text_token_ids  # noqa: E402
+from gptcore.modeling.quantization import quantize_int8  # noqa: E402
 from tests.oracle import gpt2_config, save_random_gpt2  # noqa: E402
 
 L, C, V = 2, 48, 101  # tests.oracle's base config

@@ -11,10 +11,12 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from gptcore.training.timing import synchronize
+from benchmarking.timing import synchronize
 
 
-def operator_table(run: Callable[[], Any], repeats: int, device: torch.device, per: int = 1, top: int = 12) -> dict[str, Any]:
+def operator_table(
+    run: Callable[[], Any], repeats: int, device: torch.device, per: int = 1, top: int = 12
+) -> dict[str, Any]:
     """Run `run` once untimed, then `repeats` times under torch.profiler; the `top` operators by self time (on the
     GPU for CUDA, else the CPU), each as ms per unit of work (`per` units per call of `run`: new tokens of a
     generate() call), its share of all operators' self time, and calls per unit."""
@@ -44,5 +46,7 @@ def format_profile(title: str, table: dict[str, Any]) -> str:
     lines = [f"{title}: operators' self time {table['ms_total']:.2f} ms per {unit}"]
     width = max(len(row["op"]) for row in table["rows"])
     for row in table["rows"]:
-        lines.append(f"  {row['op']:<{width}}  {row['ms']:9.3f} ms  {100 * row['share']:5.1f}%  {row['calls']:7.1f} calls/{unit}")
+        lines.append(
+            f"  {row['op']:<{width}}  {row['ms']:9.3f} ms  {100 * row['share']:5.1f}%  {row['calls']:7.1f} calls/{unit}"
+        )
     return "\n".join(lines)

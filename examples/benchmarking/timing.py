@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 # "cpu": this process's CPU time, steadier than wall time on a busy machine when it runs on one thread.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -48,6 +49,23 @@ class Timer:
             for key in order if i % 2 == 0 else order[::-1]:
                 times[key].append(self.time(fns[key]))
         return times
+
+
+class StepClock(BaseStreamer):
+    """A streamer that notes the time of each `put`: generate() puts the prompt, then each new token as it is chosen
+    (after reading it back from the device), so the differences after the first new token are decoding steps."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock, self.stamps = clock, []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.stamps.append(self.clock())
+
+    def end(self) -> None:
+        pass
+
+    def decode_steps(self) -> list[float]:
+        return [b - a for a, b in zip(self.stamps[1:], self.stamps[2:])]
 
 
 def timing_summary(times: list[float], work: float) -> dict[str, Any]:

@@ -1,20 +1,20 @@
-"""int8 weight-only decoding through torchao (optional: `pip install 'gptcore[int8]'`), and how close its greedy
-tokens stay to the full-precision model's.
+"""int8 weight-only decoding through torchao, an optional dependency (`pip install 'gptcore[int8]'`): it is imported
+only when a model is quantised, and the wrapper's files never import this module, so a saved checkpoint's code needs
+no torchao.
 
 Two ways in, both torchao's int8 weight-only scheme (one scale per output row, activations stay in float):
 
     # transformers' integration: every block's linear layers; the LM head, tied to the token embedding, stays float
     model = GPTCoreForCausalLM.from_pretrained(path, quantization_config=TorchAoConfig(Int8WeightOnlyConfig()))
     # one call on a loaded model, which by default also quantises the LM head (see `quantize_int8`)
+    from gptcore.modeling.quantization import quantize_int8
     model = quantize_int8(GPTCoreForCausalLM.from_pretrained(path))
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 
@@ -49,28 +49,3 @@ def quantize_int8(model: nn.Module, head: bool = True) -> nn.Module:
 
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=is_linear)
     return model
-
-
-@torch.no_grad()
-def next_token_agreement(model: nn.Module, reference: nn.Module, ids: torch.Tensor, block: int) -> dict[str, Any]:
-    """Teacher-forced greedy agreement: over `ids` (1-D) cut into windows of `block` tokens, the share of positions at
-    which `model` and `reference` predict the same next token (argmax). Each window is a fresh context."""
-    agree = total = 0
-    for start in range(0, ids.numel() - 1, block):
-        window = ids[start : start + block][None].to(model.device)
-        if window.size(1) < 2:
-            break
-        ours, theirs = model(window).logits.argmax(-1), reference(window).logits.argmax(-1)
-        agree += int((ours == theirs).sum())
-        total += ours.numel()
-    return {"agreement": agree / total, "positions": total, "block": block}
-
-
-def text_token_ids(path: str | Path, vocab_size: int, max_tokens: int) -> torch.Tensor:
-    """The first `max_tokens` GPT-2 tokens of a text file, as a 1-D tensor; folded into [0, vocab_size) for models
-    with a smaller vocabulary (tiny test configs: their tokens then mean nothing, which random weights don't mind)."""
-    from gptcore.tokenization import gpt2_tokenizer
-
-    text = Path(path).read_text(encoding="utf-8")[: max_tokens * 8]  # ~4 characters a token: enough text, no more
-    ids = torch.tensor(gpt2_tokenizer()(text)["input_ids"][:max_tokens])
-    return ids % vocab_size

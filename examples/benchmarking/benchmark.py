@@ -1,7 +1,7 @@
 """Measuring gptcore against transformers' own GPT-2 (`GPT2LMHeadModel`) with identical weights, in one run.
 
 Both models are timed interleaved (A B, B A, ...) after warm-up and summarised by medians, so that machine
-noise hits both alike. `run_benchmark` runs every part; `benchmark_report` turns its results into a table.
+noise hits both alike. `run_benchmark` runs every part; `report` turns its results into a table.
 
 A speed figure counts only when both models computed the same thing: a greedy decode whose tokens differ raises
 `TokenMismatchError`, unless the first difference is a float tie (see `check_same_tokens`).
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +19,16 @@ from typing import Any
 
 import torch
 import transformers
+from torch import nn
 from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel
-from transformers.generation.streamers import BaseStreamer
 
+from benchmarking.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit
+from benchmarking.llama_cpp import bench_llama_cpp
+from benchmarking.profiling import operator_table
+from benchmarking.timing import CLOCKS, StepClock, Timer, matmul_peak, synchronize, timing_summary
 from gptcore.modeling import PRESETS, GPTCoreForCausalLM, preset_config
 from gptcore.modeling.compat import compile_on_every_device, set_default_causal_lm_loss
-from gptcore.training.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit
 from gptcore.training.memory import Shape, flops_per_token
-from gptcore.training.profiling import operator_table
 from gptcore.training.runtime import (
     choose_mixed_precision,
     peak_resident_bytes,
@@ -35,7 +36,6 @@ from gptcore.training.runtime import (
     resident_bytes,
     start_in_fresh_process,
 )
-from gptcore.training.timing import CLOCKS, Timer, matmul_peak, synchronize, timing_summary
 
 logger = logging.getLogger(__name__)  # progress, one line per part: the script shows it
 
@@ -132,7 +132,9 @@ def make_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, str]:
         return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1), "AdamW(foreach)"
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, precision: str = "fp32") -> float:
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, precision: str = "fp32"
+) -> float:
     """Forward, backward and optimizer step on `ids` (labels = inputs): fp32, or bf16 autocast over fp32 weights."""
     with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = model(input_ids=ids, labels=ids).loss
@@ -162,7 +164,9 @@ def bench_train(
     for key, model in models.items():
         model.train()
         optimizers[key], optimizer_name = make_optimizer(model)
-    steps = {key: (lambda m=model, o=optimizers[key]: train_step(m, o, ids, precision)) for key, model in models.items()}
+    steps = {
+        key: (lambda m=model, o=optimizers[key]: train_step(m, o, ids, precision)) for key, model in models.items()
+    }
     times = timer.interleaved(steps, settings.train_warmup, settings.train_steps)
     tokens_per_step = settings.batch * settings.seq
     result: dict[str, Any] = {"precision": precision, "optimizer": optimizer_name, "tokens_per_step": tokens_per_step}
@@ -205,17 +209,21 @@ def measure_training_memory(
     return out
 
 
-def bench_memory(checkpoint: Path, settings: BenchmarkSettings, device: torch.device, precision: str = "fp32") -> dict[str, Any]:
+def bench_memory(
+    checkpoint: Path, settings: BenchmarkSettings, device: torch.device, precision: str = "fp32"
+) -> dict[str, Any]:
     """Peak training memory of one fresh process per model (both at once: each process has its own peak)."""
     what = "max_memory_allocated" if device.type == "cuda" else "peak RSS while training"
     result: dict[str, Any] = {"precision": precision, "what": what}
-    args = (str(checkpoint), device.type, settings.batch, settings.seq, settings.memory_steps, settings.seed, settings.threads, precision)
+    args = (str(checkpoint), device.type, settings.batch, settings.seq, settings.memory_steps, settings.seed,
+            settings.threads, precision)  # fmt: skip
     running = {key: start_in_fresh_process(measure_training_memory, key, *args) for key in ("ref", "ours")}
     for key, future in running.items():
         try:
             result[key] = future.result()
         except Exception as error:
-            raise RuntimeError(f"memory measurement for {NAMES[key]} failed: {type(error).__name__}: {error}") from error
+            why = f"{type(error).__name__}: {error}"
+            raise RuntimeError(f"memory measurement for {NAMES[key]} failed: {why}") from error
     result["field"] = "max_memory_allocated_bytes" if device.type == "cuda" else "peak_rss_bytes"
     result["ratio"] = result["ours"][result["field"]] / result["ref"][result["field"]]
     return result
@@ -230,7 +238,8 @@ def compare_continuations(ours: torch.Tensor, ref: torch.Tensor, prompt: int) ->
 
 def is_float_tie(logits: dict[str, torch.Tensor], chosen: dict[str, int], tolerance: float) -> tuple[bool, float]:
     """Whether each model's logits (1-D, over the vocabulary) hold the two models' choices within `tolerance` of the
-    largest |logit|: then rounding decides between them, and either is the model's greedy token. Also the largest gap."""
+    largest |logit|: then rounding decides between them, and either is the model's greedy token. Also the largest
+    gap."""
     a, b = chosen.values()
     gaps = [float((row[a] - row[b]).abs() / row.abs().max().clamp_min(1e-30)) for row in logits.values()]
     return max(gaps) <= tolerance, max(gaps)
@@ -260,29 +269,12 @@ def check_same_tokens(
     if not tie:
         raise TokenMismatchError(
             f"gptcore and transformers decoded different greedy tokens from the same weights ({precision}, batch "
-            f"{outputs['ours'].size(0)}, row {row}, new token {position}): gptcore chose {chosen['ours']}, transformers "
-            f"{chosen['ref']}, whose logits differ by {gap:.1e} of the largest logit, more than a rounding tie "
-            f"({TIE_TOLERANCE[precision]:.0e}). One of the two computes something else: a speed figure of a wrong decode "
-            "does not count. Check parity (tests/modeling) before benchmarking."
+            f"{outputs['ours'].size(0)}, row {row}, new token {position}): gptcore chose {chosen['ours']}, "
+            f"transformers {chosen['ref']}, whose logits differ by {gap:.1e} of the largest logit, more than a "
+            f"rounding tie ({TIE_TOLERANCE[precision]:.0e}). One of the two computes something else: a speed figure "
+            "of a wrong decode does not count. Check parity (tests/modeling) before benchmarking."
         )
     return result
-
-
-class StepClock(BaseStreamer):
-    """A streamer that notes the time of each `put`: generate() puts the prompt, then each new token as it is chosen
-    (after reading it back from the device), so the differences after the first new token are decoding steps."""
-
-    def __init__(self, clock: Any) -> None:
-        self.clock, self.stamps = clock, []
-
-    def put(self, value: torch.Tensor) -> None:
-        self.stamps.append(self.clock())
-
-    def end(self) -> None:
-        pass
-
-    def decode_steps(self) -> list[float]:
-        return [b - a for a, b in zip(self.stamps[1:], self.stamps[2:])]
 
 
 def time_generate(
@@ -292,7 +284,9 @@ def time_generate(
     median decoding step (prefill excluded); also the last outputs and the prompt."""
     vocab = next(iter(models.values())).config.vocab_size
     prompt = torch.randint(0, vocab, (batch, settings.prompt), device=timer.device)
-    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False, **generate_kwargs)
+    kwargs = dict(
+        attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False, **generate_kwargs
+    )
     outputs: dict[str, torch.Tensor] = {}
     steps: dict[str, list[list[float]]] = {key: [] for key in models}
 
@@ -308,10 +302,13 @@ def time_generate(
             result[f"{key}_first_call_s"] = timer.time(lambda k=key: generate(k))
     for key in models:
         steps[key].clear()
-    times = timer.interleaved({key: (lambda k=key: generate(k)) for key in models}, settings.gen_warmup, settings.gen_repeats)
+    calls = {key: (lambda k=key: generate(k)) for key in models}
+    times = timer.interleaved(calls, settings.gen_warmup, settings.gen_repeats)
     for key in models:
         if outputs[key].shape != (batch, settings.prompt + settings.new_tokens):
-            raise RuntimeError(f"{NAMES[key]} generated {tuple(outputs[key].shape)} tokens, not {settings.new_tokens} new ones per row")
+            raise RuntimeError(
+                f"{NAMES[key]} generated {tuple(outputs[key].shape)} tokens, not {settings.new_tokens} new ones per row"
+            )
         result[key] = timing_summary(times[key], batch * settings.new_tokens)
         timed = [step for call in steps[key][settings.gen_warmup :] for step in call]
         if timed:
@@ -335,12 +332,14 @@ def bench_generate(
     result["precision"] = precision
     result.update(check_same_tokens(models, outputs, settings.prompt, precision))
     if batch == 1:
-        result["bytes_per_step"] = decode_bytes_per_step(models["ours"], mean_context(settings.prompt, settings.new_tokens))
+        context = mean_context(settings.prompt, settings.new_tokens)
+        result["bytes_per_step"] = decode_bytes_per_step(models["ours"], context)
     return result
 
 
 def compile_config(device: torch.device) -> CompileConfig:
-    return compile_on_every_device(CompileConfig(fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else "default"))
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return compile_on_every_device(CompileConfig(fullgraph=True, mode=mode))
 
 
 def bench_compiled_generate(
@@ -357,7 +356,8 @@ def bench_compiled_generate(
     for batch in settings.compile_batches:
         try:
             gen = bench_generate(
-                models, settings, timer, batch, precision, cache_implementation="static", compile_config=compile_config(timer.device)
+                models, settings, timer, batch, precision,
+                cache_implementation="static", compile_config=compile_config(timer.device),
             )  # fmt: skip
         except TokenMismatchError:
             raise
@@ -383,12 +383,14 @@ def profile_ours(checkpoint: str, settings: BenchmarkSettings, timer: Timer, pre
     model = model.eval().to(PRECISIONS[precision])
     prompt = torch.randint(0, model.config.vocab_size, (1, settings.prompt), device=timer.device)
     kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False)
-    decode = operator_table(lambda: model.generate(prompt, **kwargs), repeats=1, device=timer.device, per=settings.new_tokens)
+    decode = operator_table(
+        lambda: model.generate(prompt, **kwargs), repeats=1, device=timer.device, per=settings.new_tokens
+    )
     return {"train": train, "generate": decode}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# int8 weight-only decoding (torchao) and llama.cpp
+# int8 weight-only decoding (torchao)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -397,7 +399,7 @@ def bench_int8(checkpoint: str, settings: BenchmarkSettings, timer: Timer) -> di
     against the same gptcore in fp32, interleaved; and how often both predict the same next token over a text.
     int8 weights change the logits, so the tokens are not expected to be identical: agreement is the measure."""
     try:
-        from gptcore.training.quantization import next_token_agreement, quantize_int8, text_token_ids
+        from gptcore.modeling.quantization import quantize_int8
 
         fp32 = load_for_benchmark("ours", checkpoint, timer.device)
         models = {"int8": quantize_int8(load_for_benchmark("ours", checkpoint, timer.device)), "fp32": fp32}
@@ -414,92 +416,29 @@ def bench_int8(checkpoint: str, settings: BenchmarkSettings, timer: Timer) -> di
     return result
 
 
-def find_llama_tool(path: str | Path, name: str) -> Path | None:
-    """The llama.cpp program `name` (llama-bench, llama-quantize) given a build folder (its root, build/ or bin/) or
-    one of its programs, or None."""
-    path = Path(path)
-    folder = path.parent if path.is_file() else path
-    for candidate in (folder / name, folder / "bin" / name, folder / "build" / "bin" / name):
-        if candidate.is_file():
-            return candidate
-    return None
+@torch.no_grad()
+def next_token_agreement(model: nn.Module, reference: nn.Module, ids: torch.Tensor, block: int) -> dict[str, Any]:
+    """Teacher-forced greedy agreement: over `ids` (1-D) cut into windows of `block` tokens, the share of positions at
+    which `model` and `reference` predict the same next token (argmax). Each window is a fresh context."""
+    agree = total = 0
+    for start in range(0, ids.numel() - 1, block):
+        window = ids[start : start + block][None].to(model.device)
+        if window.size(1) < 2:
+            break
+        ours, theirs = model(window).logits.argmax(-1), reference(window).logits.argmax(-1)
+        agree += int((ours == theirs).sum())
+        total += ours.numel()
+    return {"agreement": agree / total, "positions": total, "block": block}
 
 
-def export_gguf_files(checkpoint: str, folder: Path, quantize: Path | None) -> dict[str, Path]:
-    """GGUF files of the benchmark's weights for llama.cpp: f32, bf16 and (with llama-quantize) q8_0, written by
-    gptcore's GGUF export (`python -m gptcore.conversion CHECKPOINT model.gguf --to gguf --tokenizer gpt2`)."""
-    from gptcore.conversion import export_gguf
+def text_token_ids(path: str | Path, vocab_size: int, max_tokens: int) -> torch.Tensor:
+    """The first `max_tokens` GPT-2 tokens of a text file, as a 1-D tensor; folded into [0, vocab_size) for models
+    with a smaller vocabulary (tiny test configs: their tokens then mean nothing, which random weights don't mind)."""
     from gptcore.tokenization import gpt2_tokenizer
 
-    model = GPTCoreForCausalLM.from_pretrained(checkpoint)
-    files = {"f32": export_gguf(model, folder / "f32.gguf", gpt2_tokenizer())}
-    files["bf16"] = export_gguf(model.to(torch.bfloat16), folder / "bf16.gguf", gpt2_tokenizer())
-    if quantize is not None:
-        subprocess.run([str(quantize), files["f32"], str(folder / "q8_0.gguf"), "q8_0"], check=True, capture_output=True)
-        files["q8_0"] = folder / "q8_0.gguf"
-    return {kind: Path(file) for kind, file in files.items()}
-
-
-def gguf_bytes_per_step(path: Path, context: float) -> int:
-    """Bytes a llama.cpp decoding step reads from a GPT-2 GGUF: every tensor, except one row of the position
-    embedding (token_embd is also the output head, read whole); plus its f16 KV cache at `context` tokens."""
-    import gguf
-
-    reader = gguf.GGUFReader(path)
-    total, n_layer, n_embd = 0, 0, 0
-    for tensor in reader.tensors:
-        size = int(tensor.n_bytes)
-        if tensor.name == "position_embd.weight":
-            n_embd = int(tensor.shape[0])
-            size //= int(tensor.shape[1])
-        n_layer += tensor.name.endswith("attn_qkv.weight")
-        total += size
-    return total + int(2 * n_layer * context * n_embd * 2)
-
-
-def run_llama_bench(bench: Path, model: Path, threads: int, prompt: int, new_tokens: int) -> dict[str, float]:
-    """One `llama-bench` run (-r 1) of `model`: prompt-processing and decoding tokens/s."""
-    command = [str(bench), "-m", str(model), "-t", str(threads), "-p", str(prompt), "-n", str(new_tokens), "-r", "1", "-o", "json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    rates = {}
-    for test in json.loads(done.stdout):
-        rates["prompt_tokens_per_s" if test["n_gen"] == 0 else "decode_tokens_per_s"] = float(test["avg_ts"])
-        rates["build"] = test.get("build_commit")
-    return rates
-
-
-def bench_llama_cpp(checkpoint: str, settings: BenchmarkSettings, timer: Timer, ours: torch.nn.Module) -> dict[str, Any]:
-    """llama.cpp's `llama-bench` on GGUF files of the same weights, interleaved with gptcore's fp32 b=1 decoding
-    (repeat r: gptcore, then each file once), medians. llama-bench feeds its own tokens and prints no text, so its
-    figures are speed only; that the GGUF computes the same model as gptcore (the same greedy tokens) is checked by
-    tests/conversion/test_gguf.py where llama-cpp-python is installed."""
-    bench = find_llama_tool(settings.llama_cpp, "llama-bench")
-    if bench is None:
-        raise FileNotFoundError(f"--llama-cpp {settings.llama_cpp}: no llama-bench there, nor in its bin/ or build/bin/")
-    threads = settings.threads or torch.get_num_threads()
-    with tempfile.TemporaryDirectory() as folder:
-        files = export_gguf_files(checkpoint, Path(folder), find_llama_tool(bench, "llama-quantize"))
-        context = settings.new_tokens / 2  # llama-bench decodes from an empty context
-        result: dict[str, Any] = {kind: {"bytes_per_step": gguf_bytes_per_step(file, context), "runs": []} for kind, file in files.items()}
-        prompt = torch.randint(0, ours.config.vocab_size, (1, settings.prompt), device=timer.device)
-        ours_steps: list[float] = []
-        for _ in range(settings.gen_repeats):
-            clock = StepClock(timer.clock)
-            ours.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False, streamer=clock)
-            ours_steps += clock.decode_steps()
-            for kind, file in files.items():
-                result[kind]["runs"].append(run_llama_bench(bench, file, threads, settings.prompt, settings.new_tokens))
-    for kind in files:
-        runs = result[kind].pop("runs")
-        for key in ("prompt_tokens_per_s", "decode_tokens_per_s"):
-            result[kind][key] = statistics.median(run[key] for run in runs)
-        result[kind]["decode_ms_per_step"] = 1e3 / result[kind]["decode_tokens_per_s"]
-        result["build"] = runs[0].get("build")
-    result["ours_fp32_decode_ms_per_step"] = 1e3 * statistics.median(ours_steps)
-    result["threads"], result["binary"] = threads, str(bench)
-    return result
+    text = Path(path).read_text(encoding="utf-8")[: max_tokens * 8]  # ~4 characters a token: enough text, no more
+    ids = torch.tensor(gpt2_tokenizer()(text)["input_ids"][:max_tokens])
+    return ids % vocab_size
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -513,7 +452,8 @@ def add_limits(results: dict[str, Any]) -> None:
     bandwidth = results.get("bandwidth")
     if bandwidth is None:
         return
-    entries = [g for g in results.get("generate", []) + results.get("compile", []) if g.get("batch") == 1 and "bytes_per_step" in g]
+    decodes = results.get("generate", []) + results.get("compile", [])
+    entries = [g for g in decodes if g.get("batch") == 1 and "bytes_per_step" in g]
     if "bytes_per_step" in results.get("int8", {}):
         entries.append(results["int8"])
     for entry in entries:
@@ -537,14 +477,15 @@ def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: t
         GPT2LMHeadModel(GPT2Config(**fields)).save_pretrained(checkpoint)  # random weights, GPT-2's own layout
 
         def fresh_models() -> dict[str, torch.nn.Module]:  # training changes weights: each part starts anew
-            return {"ours": load_for_benchmark("ours", checkpoint, device), "ref": load_for_benchmark("ref", checkpoint, device)}
+            return {key: load_for_benchmark(key, checkpoint, device) for key in ("ours", "ref")}
 
         models = fresh_models()
         results["parameters"] = sum(p.numel() for p in models["ours"].parameters())
         results["bandwidth"] = read_bandwidth(timer, settings.bandwidth_mib)
         with torch.no_grad():
             ids = torch.randint(0, fields["vocab_size"], (2, min(settings.seq, fields["n_positions"])), device=device)
-            diff = (models["ours"].eval()(ids).logits.float() - models["ref"].eval()(ids).logits.float()).abs().max().item()
+            logits = {key: model.eval()(ids).logits.float() for key, model in models.items()}
+            diff = (logits["ours"] - logits["ref"]).abs().max().item()
         results["parity_max_abs_logit_diff"] = diff
         logger.info(
             "%.1fM parameters; read bandwidth %.1f GB/s; max |logit difference| %.1e",
@@ -563,7 +504,8 @@ def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: t
                 # a slow moment of a shared machine, and a low peak would overstate the MFU.
                 peak = matmul_peak(timer, settings.peak_size, dtype)
                 train = bench_train(models, settings, timer, precision)
-                peak = results["peak"][precision] = max(peak, matmul_peak(timer, settings.peak_size, dtype), key=lambda p: p["gflops"])
+                again = matmul_peak(timer, settings.peak_size, dtype)
+                peak = results["peak"][precision] = max(peak, again, key=lambda p: p["gflops"])
                 train["flops_per_token"] = training_flops_per_token(models["ours"].config, settings.seq)
                 for key in models:
                     train[key]["mfu"] = train["flops_per_token"] * train[key]["per_s"] / (peak["gflops"] * 1e9)
@@ -596,6 +538,7 @@ def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: t
             results["llama_cpp"] = bench_llama_cpp(checkpoint, settings, timer, ours)
             logger.info("llama.cpp: done")
         # Measured again after the decoding runs, keeping the best, as for the matmul peak.
-        results["bandwidth"] = max(results["bandwidth"], read_bandwidth(timer, settings.bandwidth_mib), key=lambda b: b["bytes_per_s"])
+        again = read_bandwidth(timer, settings.bandwidth_mib)
+        results["bandwidth"] = max(results["bandwidth"], again, key=lambda b: b["bytes_per_s"])
         add_limits(results)
     return results

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from gptcore.training.timing import Timer
+from benchmarking.timing import Timer
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
     """Bytes `tensor` occupies. A tensor subclass that stores its data in parts (torchao's quantised weights: int8
-    values plus per-row scales) counts its parts: its own dtype and element size are those of the float it stands for."""
+    values plus per-row scales) counts its parts: its own dtype and element size are those of the float it stands
+    for."""
     flatten = getattr(tensor, "__tensor_flatten__", None)
     if flatten is not None:
         names, _ = flatten()
@@ -46,10 +47,12 @@ def mean_context(prompt: int, new_tokens: int) -> float:
 
 def read_bandwidth(timer: Timer, mib: int = 512, repeats: int = 5) -> dict[str, Any]:
     """The best rate at which `sum()` reads a filled fp32 tensor of `mib` MiB (far larger than any cache), over
-    `repeats` tries. Filled, because an untouched allocation reads the operating system's shared zero page, from cache."""
+    `repeats` tries. Filled, because an untouched allocation reads the operating system's shared zero page, from
+    cache."""
     buffer = torch.ones(mib * 2**20 // 4, device=timer.device)
     best = min(timer.time(buffer.sum) for _ in range(repeats))
-    return {"bytes_per_s": buffer.numel() * 4 / best, "what": f"sum() of a filled {mib} MiB fp32 tensor, best of {repeats}"}
+    what = f"sum() of a filled {mib} MiB fp32 tensor, best of {repeats}"
+    return {"bytes_per_s": buffer.numel() * 4 / best, "what": what}
 
 
 def streaming_limit(bytes_per_step: int, bandwidth: dict[str, Any]) -> dict[str, Any]:

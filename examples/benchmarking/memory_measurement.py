@@ -1,6 +1,7 @@
-"""The memory a training step really takes, to set beside `memory.training_memory`'s estimate: a model built from
-a config trains on random tokens with AdamW in a fresh process, and the peak of its last step is read. The
-fine-tuning modes are set up by the functions the fine-tuning scripts call (gptcore.training.memory_saving)."""
+"""The memory a training step really takes, to set beside `gptcore.training.memory.training_memory`'s estimate: a
+model built from a config trains on random tokens with AdamW in a fresh process, and the peak of its last step is
+read. The fine-tuning modes are set up by the functions the fine-tuning scripts call (gptcore.training.memory_saving).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from gptcore.training.runtime import peak_resident_bytes, reset_peak_resident, r
 # threshold hands large blocks back to the system when they are freed, and resident memory follows the tensors.
 _ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 # A model small enough that training it allocates nothing worth counting but the runtime's one-time workspaces.
-_TINY = {"n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 16, "n_positions": 8, "bos_token_id": 0, "eos_token_id": 0}
+_TINY = {
+    "n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 16, "n_positions": 8, "bos_token_id": 0, "eos_token_id": 0
+}  # fmt: skip
 
 
 def measure_training_peak(config: dict[str, Any], setup: TrainingSetup, steps: int = 2) -> int:
