@@ -270,9 +270,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, argparse.
     add("--skip_nonfinite_steps", action="store_true", help="skip a step whose loss is NaN/inf instead of stopping")
     add("--seed", type=int, default=42)
     add("--threads", type=int,
-        help="CPU threads for torch. Default: OMP_NUM_THREADS when set (accelerate launch sets it for each process); "
-        "else, training on the CPU, the cores other processes leave free (a thread that waits for a busy core slows "
-        "every step; on free cores more threads are faster)")  # fmt: skip
+        help="CPU threads for torch. Default: OMP_NUM_THREADS when set (accelerate launch sets it for each process), "
+        "else torch's default, one per core; on a machine whose cores other processes keep busy, fewer are faster")  # fmt: skip
 
     add = parser.add_argument_group("evaluation, checkpoints and outputs").add_argument
     add("--output_dir", default="runs/pretrain", help="where everything goes (default: runs/pretrain)")
@@ -351,7 +350,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     )
     check_process_layout(args, accelerator)
     accelerator.print(f"mixed precision: {accelerator.mixed_precision} ({why})")
-    threads, why = choose_threads(args.threads, accelerator.device)
+    threads, why = choose_threads(args.threads)
     torch.set_num_threads(threads)
     args.threads = threads  # recorded in the model card with the other settings
     accelerator.print(f"threads: {threads} ({why})")

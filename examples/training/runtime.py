@@ -3,12 +3,10 @@ peak memory, and a fresh process to measure it in."""
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import resource
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -96,67 +94,14 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> tuple[str, 
     return choose_mixed_precision(device)
 
 
-# CPU threads. Each operation of a training step is one parallel region whose threads wait for each other at its
-# end. When another process keeps a core busy, a thread of every region waits for that core to be scheduled, and a
-# step takes longer than on fewer threads; on free cores more threads were faster for every model size measured
-# (down to one 32-wide layer: GPT-2's vocabulary keeps the LM head large). What decides is the machine's load.
-
-
-def busy_cores(window_s: float = 0.5) -> tuple[float, str] | None:
-    """How many cores other processes keep busy, and how that was measured. On Linux: their CPU time in /proc/stat
-    over `window_s` while this process sleeps. Elsewhere the 1-minute load average, which lags (a job that ended a
-    minute ago still counts) and counts this process too. None where neither exists (Windows)."""
-    try:
-        before, own_before, started = _all_busy_ticks(), _own_ticks(), time.perf_counter()
-        time.sleep(window_s)
-        others = (_all_busy_ticks() - before) - (_own_ticks() - own_before)
-        seconds = time.perf_counter() - started
-        return others / os.sysconf("SC_CLK_TCK") / seconds, f"their CPU time in /proc/stat over {seconds:.1f} s"
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.getloadavg()[0], "the 1-minute load average"
-    except (AttributeError, OSError):
-        return None
-
-
-def _all_busy_ticks() -> int:
-    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
-
-
-def _own_ticks() -> int:
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime of every thread of this process
-
-
-def decide_threads(cores: int, busy: tuple[float, str] | None) -> tuple[int, str]:
-    """CPU threads for training and why, given torch's default thread count `cores` and `busy_cores()`. A core
-    counts as free when less than half of it is in use: a thread on a busy core slows a step more than one free
-    core left unused does."""
-    if busy is None:
-        return cores, "torch's default; this system does not say how busy its cores are"
-    load, how = busy
-    free = max(1, min(cores, math.floor(cores - load + 0.5)))
-    if free == cores:
-        return cores, f"torch's default: the {cores} cores are free; other processes use {load:.2f} of them, by {how}"
-    return free, (
-        f"other processes keep {cores - free} of the {cores} cores busy ({load:.2f}, by {how}), and a thread that "
-        "waits for a busy core holds up every operation"
-    )
-
-
-def choose_threads(requested: int | None, device: torch.device) -> tuple[int, str]:
-    """How many CPU threads torch should use, and why: `requested` (--threads), else OMP_NUM_THREADS (torch applied
-    it at start-up; `accelerate launch` sets it for each process), else torch's default on an accelerator, else
-    the cores other processes leave free (`decide_threads`)."""
+def choose_threads(requested: int | None) -> tuple[int, str]:
+    """How many CPU threads torch uses, and why: `requested` (--threads), else OMP_NUM_THREADS (torch applied it at
+    start-up; `accelerate launch` sets it for each process), else torch's default, one per core."""
     if requested is not None:
         return requested, f"--threads {requested}"
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    if device.type != "cpu":
-        return torch.get_num_threads(), f"torch's default; the model runs on {device.type}"
-    return decide_threads(torch.get_num_threads(), busy_cores())
+    return torch.get_num_threads(), "torch's default: one per core; --threads or OMP_NUM_THREADS sets another count"
 
 
 def check_output_dir(output_dir: str | Path, resume: bool, overwrite: bool) -> None:

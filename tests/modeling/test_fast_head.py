@@ -1,9 +1,9 @@
-"""The speed paths (modeling/fast_head.py and the decode-time head) compute exactly what the plain paths compute.
+"""The speed paths (modeling/fast_head.py) compute exactly what the plain paths compute.
 
 - `lm_head_cross_entropy` (fused LM head + cross-entropy) against F.linear + F.cross_entropy;
 - GPTCoreForCausalLM's fused loss against transformers' `ForCausalLMLoss` on `self.lm_head(...)`
   (labels with -100, shift_labels, num_items_in_batch: what Trainer's gradient accumulation relies on);
-- the (n_embd, vocab) head copy that generate() uses for single-token steps gives transformers' GPT-2 step
+- generate()'s single-token steps (the head computed by `lm_head_logits`) give transformers' GPT-2 step
   logits, including after the weights change in place;
 - the decoding forward compiles to one graph (no graph breaks) with a StaticCache.
 """
@@ -113,7 +113,7 @@ def test_fused_loss_under_bf16_autocast_matches_plain(model):
     torch.testing.assert_close(fused.loss, plain.loss, rtol=2e-2, atol=2e-2)
 
 
-def test_generate_single_token_head_follows_weight_changes(gpt2_pair):
+def test_generate_single_token_steps_follow_weight_changes(gpt2_pair):
     ref, ours = gpt2_pair
     prompt = torch.randint(0, ours.config.vocab_size, (1, 5))
     kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
@@ -124,7 +124,7 @@ def test_generate_single_token_head_follows_weight_changes(gpt2_pair):
         torch.testing.assert_close(torch.stack(got.logits, dim=1), torch.stack(expected.logits, dim=1), rtol=1e-5, atol=1e-5)
 
     check()
-    with torch.no_grad():  # in place (as an optimizer step would): the head copy must follow
+    with torch.no_grad():  # in place, as an optimizer step would
         ours.lm_head.weight.mul_(-1.5)
         ref.lm_head.weight.mul_(-1.5)
     check()

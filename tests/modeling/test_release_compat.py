@@ -1,6 +1,5 @@
 """What changes between transformers releases, met by `modeling/compat.py`, and loading as transformers users expect."""
 
-import threading
 
 import pytest
 import torch
@@ -159,40 +158,6 @@ def test_logits_with_labels_are_the_usual_tensor(gpt2_pair):
     flat = out.logits.view(-1, 101)  # what users' own loss code does; a transposed view would raise here
     torch.testing.assert_close(flat, ref(ids).logits.view(-1, 101), atol=TOL, rtol=0)
     torch.testing.assert_close(out.loss, ref(ids, labels=ids).loss, atol=TOL, rtol=0)
-
-
-# --- the CPU decode-time copy of the head ----------------------------------------------------------------------
-
-
-def test_decode_head_copy_lives_only_during_generate_and_per_thread(tmp_path):
-    refs, models = [], []
-    for seed in (1, 2):
-        ref = save_random_gpt2(tmp_path / str(seed), gpt2_config(), seed=seed)
-        refs.append(ref)
-        models.append(GPTCoreForCausalLM.from_pretrained(tmp_path / str(seed)).eval())
-    prompt = torch.randint(0, 100, (1, 5))
-    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
-    expected = [ref.generate(prompt, **kwargs) for ref in refs]
-    results = {}
-
-    def run(i):
-        for _ in range(3):
-            results.setdefault(i, []).append(models[i].generate(prompt, **kwargs))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for i in range(2):
-        assert all(torch.equal(r, expected[i]) for r in results[i]), f"model {i} generated wrong tokens in a thread"
-    from gptcore.modeling.modeling_gptcore import _DECODE_HEAD
-
-    assert _DECODE_HEAD.get() is None  # nothing kept after generate() returns
-    with torch.no_grad():  # a weight changed after a generate() call is what the next call uses
-        models[0].lm_head.weight.mul_(-1)
-        refs[0].lm_head.weight.mul_(-1)
-    assert torch.equal(models[0].generate(prompt, **kwargs), refs[0].generate(prompt, **kwargs))
 
 
 # --- loading -------------------------------------------------------------------------------------------------
