@@ -17,6 +17,14 @@ from .gguf_export import export_gguf
 from .onnx_export import export_onnx
 
 __all__ = [
-    "DTYPES", "FORMATS", "TARGETS", "build_model", "convert", "detect_format", "export_gguf", "export_hf_gpt2",
-    "export_onnx", "to_hf_gpt2",
-]  # fmt: skip
+    "DTYPES",
+    "FORMATS",
+    "TARGETS",
+    "build_model",
+    "convert",
+    "detect_format",
+    "export_gguf",
+    "export_hf_gpt2",
+    "export_onnx",
+    "to_hf_gpt2",
+]

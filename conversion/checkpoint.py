@@ -108,4 +108,3 @@ def map_weights(
             converted[name] = torch.zeros(shapes[name], dtype=dtype)
     check_shapes(converted, shapes, description)
     return converted
-

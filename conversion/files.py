@@ -22,9 +22,13 @@ logger = logging.getLogger(__name__)
 
 # The files transformers writes for a tokenizer; copied verbatim when a source has them.
 TOKENIZER_FILES = (
-    "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
     "chat_template.jinja",  # where transformers 5 keeps a chat template
-)  # fmt: skip
+)
 # OpenAI's own vocabulary files, as in the original GPT-2 release.
 OPENAI_VOCAB_FILES = ("encoder.json", "vocab.bpe")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")

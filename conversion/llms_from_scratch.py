@@ -52,8 +52,14 @@ _IGNORED = ["trf_blocks.{i}.att.mask"]  # the causal-mask buffer
 
 # The book's config key -> gpt2_sized_config argument (GPTCoreConfig's field, except for the dropout rate);
 # `qkv_bias` decides which table rows apply.
-_BOOK_KEYS = {"vocab_size": "vocab_size", "context_length": "n_positions", "emb_dim": "n_embd", "n_layers": "n_layer",
-              "n_heads": "n_head", "drop_rate": "dropout"}  # fmt: skip
+_BOOK_KEYS = {
+    "vocab_size": "vocab_size",
+    "context_length": "n_positions",
+    "emb_dim": "n_embd",
+    "n_layers": "n_layer",
+    "n_heads": "n_head",
+    "drop_rate": "dropout",
+}
 _CONFIG_KEYS = (*_BOOK_KEYS, "qkv_bias")
 # The book's names for GPT-2's four sizes (chapter 5) -> the preset holding those sizes.
 BOOK_MODELS = {

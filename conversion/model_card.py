@@ -51,6 +51,10 @@ def write_model_card(folder: str, name: str, checkpoint: SourceCheckpoint, targe
         license_line,
     ]
     write_card(
-        folder, name, "\n".join(lines) + "\n",
-        library_name="transformers", license=checkpoint.license, tags=["gptcore", "gpt2", "converted"],
-    )  # fmt: skip
+        folder,
+        name,
+        "\n".join(lines) + "\n",
+        library_name="transformers",
+        license=checkpoint.license,
+        tags=["gptcore", "gpt2", "converted"],
+    )

@@ -33,8 +33,14 @@ from .checkpoint import (
 from .files import locate
 
 # model_args key -> gpt2_sized_config argument
-_ARG_NAMES = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_embd": "n_embd", "n_layer": "n_layer",
-              "n_head": "n_head", "dropout": "dropout"}  # fmt: skip
+_ARG_NAMES = {
+    "vocab_size": "vocab_size",
+    "block_size": "n_positions",
+    "n_embd": "n_embd",
+    "n_layer": "n_layer",
+    "n_head": "n_head",
+    "dropout": "dropout",
+}
 _OPTIONAL_ARGS = {"bias": True, "dropout": 0.0}  # older nanoGPT had no `bias` option: biases always on
 _REQUIRED_ARGS = [k for k in _ARG_NAMES if k not in _OPTIONAL_ARGS]
 _BIAS_TARGETS = [rule.target for rule in GPTCORE_RULES if rule.target.endswith(".bias")]

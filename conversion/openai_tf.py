@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gptcore.modeling import GPTCoreConfig
-from gptcore.tokenization import GPT2_VOCAB_SIZE
 from gptcore.modeling.weight_mapping import Rule
+from gptcore.tokenization import GPT2_VOCAB_SIZE
 
 from .checkpoint import Format, SourceCheckpoint, gpt2_sized_config, map_weights
 from .files import locate, read_json, tokenizer_writer

@@ -62,12 +62,12 @@ from typing import Any
 
 import torch
 import transformers
-
 from benchmarking import benchmark  # the measuring tools beside this script (examples/benchmarking, not installed)
 from benchmarking.benchmark import PARTS, PRECISIONS, BenchmarkSettings, choose_precisions, config_fields, run_benchmark
 from benchmarking.profiling import format_profile
 from benchmarking.report import device_description, format_table, report_rows
 from benchmarking.timing import CLOCKS
+
 from gptcore.modeling import PRESETS
 from gptcore.training.runtime import pick_device
 
@@ -76,37 +76,93 @@ DEFAULT_TEXT = Path(__file__).parent / "data" / "corpus" / "asyoulik.txt"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="small", help=f"a model size ({', '.join(PRESETS)}) or a JSON file of GPT2Config fields (default: small)")
+    p.add_argument(
+        "--config",
+        default="small",
+        help=f"a model size ({', '.join(PRESETS)}) or a JSON file of GPT2Config fields (default: small)",
+    )
     p.add_argument("--device", default="auto", help="auto (the accelerator torch finds, else cpu), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
-    p.add_argument("--dropout", type=float, default=None, help="override resid/embd/attn dropout (default: GPT2Config's, 0.1)")
+    p.add_argument(
+        "--dropout", type=float, default=None, help="override resid/embd/attn dropout (default: GPT2Config's, 0.1)"
+    )
     p.add_argument("--batch", type=int, default=4, help="training batch size (default 4)")
     p.add_argument("--seq", type=int, default=256, help="training sequence length (default 256)")
-    p.add_argument("--train-warmup", type=int, default=None, help="untimed training steps per model (default 2; 1 for gpt2 sizes)")
-    p.add_argument("--train-steps", type=int, default=None, help="timed training steps per model (default 6; 4 for gpt2 sizes)")
-    p.add_argument("--memory-steps", type=int, default=None, help="steps run by each memory-measuring process (default 3; 2 for gpt2 sizes)")
+    p.add_argument(
+        "--train-warmup", type=int, default=None, help="untimed training steps per model (default 2; 1 for gpt2 sizes)"
+    )
+    p.add_argument(
+        "--train-steps", type=int, default=None, help="timed training steps per model (default 6; 4 for gpt2 sizes)"
+    )
+    p.add_argument(
+        "--memory-steps",
+        type=int,
+        default=None,
+        help="steps run by each memory-measuring process (default 3; 2 for gpt2 sizes)",
+    )
     p.add_argument("--prompt", type=int, default=32, help="prompt length for generation (default 32)")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens to generate (default 64)")
     p.add_argument("--gen-batches", type=int, nargs="+", default=[1, 8], help="generation batch sizes (default 1 8)")
-    p.add_argument("--compile-batches", type=int, nargs="*", default=[1], help="batch sizes for static cache + compile (default 1)")
+    p.add_argument(
+        "--compile-batches", type=int, nargs="*", default=[1], help="batch sizes for static cache + compile (default 1)"
+    )
     p.add_argument("--gen-warmup", type=int, default=1, help="untimed generate() calls per model and batch (default 1)")
-    p.add_argument("--gen-repeats", type=int, default=None, help="timed generate() calls per model and batch (default 5; 3 for gpt2 sizes)")
-    p.add_argument("--peak-size", type=int, default=None, help="matrix size for the matmul peak (default 2048 CPU, 8192 CUDA)")
+    p.add_argument(
+        "--gen-repeats",
+        type=int,
+        default=None,
+        help="timed generate() calls per model and batch (default 5; 3 for gpt2 sizes)",
+    )
+    p.add_argument(
+        "--peak-size", type=int, default=None, help="matrix size for the matmul peak (default 2048 CPU, 8192 CUDA)"
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to skip")
-    p.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", *PRECISIONS],
-                   help="auto (default): fp32, plus bf16 where the hardware computes it natively; or name them")  # fmt: skip
-    p.add_argument("--bandwidth-mib", type=int, default=512, help="size of the buffer whose reading measures memory bandwidth (default 512)")
-    p.add_argument("--agreement-text", default=str(DEFAULT_TEXT), help="text for the int8 next-token agreement (default: %(default)s)")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", *PRECISIONS],
+        help="auto (default): fp32, plus bf16 where the hardware computes it natively; or name them",
+    )
+    p.add_argument(
+        "--bandwidth-mib",
+        type=int,
+        default=512,
+        help="size of the buffer whose reading measures memory bandwidth (default 512)",
+    )
+    p.add_argument(
+        "--agreement-text",
+        default=str(DEFAULT_TEXT),
+        help="text for the int8 next-token agreement (default: %(default)s)",
+    )
     p.add_argument("--agreement-tokens", type=int, default=4096, help="tokens of it to use (default 4096)")
-    p.add_argument("--llama-cpp", metavar="PATH", default=None, help="llama.cpp build folder (or its llama-bench): also run llama-bench on the same weights")
-    p.add_argument("--profile", action="store_true", help="also print gptcore's operators by self time in a training step and in generate()")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="wall (default) or cpu: this process's CPU time, steadier on a busy machine with --threads 1")  # fmt: skip
+    p.add_argument(
+        "--llama-cpp",
+        metavar="PATH",
+        default=None,
+        help="llama.cpp build folder (or its llama-bench): also run llama-bench on the same weights",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print gptcore's operators by self time in a training step and in generate()",
+    )
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall (default) or cpu: this process's CPU time, steadier on a busy machine with --threads 1",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="output file (default: benchmark-<config>-<device>.json)")
     args = p.parse_args(argv)
     big = args.config.startswith("gpt2")  # a training step of 124M+ weights takes seconds on a CPU: fewer repeats
-    for name, small, large in (("train_warmup", 2, 1), ("train_steps", 6, 4), ("memory_steps", 3, 2), ("gen_repeats", 5, 3)):
+    for name, small, large in (
+        ("train_warmup", 2, 1),
+        ("train_steps", 6, 4),
+        ("memory_steps", 3, 2),
+        ("gen_repeats", 5, 3),
+    ):
         if getattr(args, name) is None:
             setattr(args, name, large if big else small)
     return args
@@ -130,9 +186,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "args": vars(args),
         "device": device.type,
         "device_description": device_description(device),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
     }
-    print(f"gptcore vs transformers GPT2LMHeadModel | config {config_name} | {device.type}: {results['device_description']}")
+    print(
+        f"gptcore vs transformers GPT2LMHeadModel | config {config_name} | {device.type}: "
+        f"{results['device_description']}"
+    )
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, clock: {args.clock}", flush=True)
     args.precisions, skipped = choose_precisions(args.precisions, device)
     results["precisions_skipped"] = skipped

@@ -4,10 +4,11 @@ r"""Tokens per second of one checkpoint served three ways, in one run: vLLM, `tr
     python examples/benchmark_serving.py runs/instruct --vllm_python .venv-vllm/bin/python
 
 Each server is started on 127.0.0.1 in turn (vLLM through `--vllm_python`, which runs gptcore through its vLLM plugin;
-`transformers serve` through examples/serve.py, in this environment, with and without continuous batching) and answers the same greedy completion
-requests, first one at a time, then `--concurrency` at once; `generate()` runs in this process, one prompt at a time,
-then the same prompts as one left-padded batch. Tokens/s counts the completion tokens the answers report over the
-wall time of the whole round. Leave out `--vllm_python` where vLLM is not installed.
+`transformers serve` through examples/serve.py, in this environment, with and without continuous batching) and
+answers the same greedy completion requests, first one at a time, then `--concurrency` at once; `generate()` runs
+in this process, one prompt at a time, then the same prompts as one left-padded batch. Tokens/s counts the
+completion tokens the answers report over the wall time of the whole round.
+Leave out `--vllm_python` where vLLM is not installed.
 """
 
 from __future__ import annotations
@@ -128,16 +129,40 @@ def main() -> None:
     results = {}
     if args.vllm_python:
         port = free_port()
-        command = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
-                   "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        command = [
+            args.vllm_python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            args.model,
+            "--dtype",
+            "float32",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         results["vLLM"] = measure_server(command, port, args.model, args, logs / "vllm.log")
     # Continuous batching's cache is capped: on a CPU it would otherwise size itself from the machine's memory.
-    for name, options in (("transformers serve", []),
-                          ("  --continuous-batching", ["--continuous-batching", "--cb-num-blocks", "64",
-                                                       "--cb-max-batch-tokens", "512"])):  # fmt: skip
+    for name, options in (
+        ("transformers serve", []),
+        ("  --continuous-batching", ["--continuous-batching", "--cb-num-blocks", "64", "--cb-max-batch-tokens", "512"]),
+    ):
         port = free_port()
-        command = [sys.executable, str(EXAMPLES / "serve.py"), args.model, "--device", "cpu", "--dtype", "float32",
-                   "--host", "127.0.0.1", "--port", str(port), *options]  # fmt: skip
+        command = [
+            sys.executable,
+            str(EXAMPLES / "serve.py"),
+            args.model,
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *options,
+        ]
         results[name] = measure_server(command, port, args.model, args, logs / f"transformers-serve{len(options)}.log")
     results["generate()"] = measure_generate(args.model, args)
 

@@ -3,7 +3,8 @@ as it is generated, and every prompt is the checkpoint's chat template applied t
 
     python examples/chat.py --model_name_or_path runs/instruct               # finetune_instruction.py's output
     python examples/chat.py --model_name_or_path runs/instruct/merged        # the same, trained with --lora
-    printf 'Name three primary colours.\\nAnd one more?\\n' | python examples/chat.py --model_name_or_path runs/instruct --greedy
+    printf 'Name three primary colours.\\nAnd one more?\\n' |
+        python examples/chat.py --model_name_or_path runs/instruct --greedy
 
 One user turn per line on stdin; `/reset` forgets the conversation, `/exit` or end of input (Ctrl-D) ends it.
 Replies go to stdout, one after another; `--show_prompt` also prints each prompt, as the model sees it, to stderr.
@@ -31,9 +32,15 @@ from gptcore.training.runtime import pick_device
 class ChatArguments(SamplingArguments):
     max_new_tokens: int = field(default=200, metadata={"help": "The longest reply, in tokens."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature: < 1 sharper, > 1 flatter."})
-    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling: the smallest set with this much probability."})
-    system: str | None = field(default=None, metadata={"help": "A system message, in place of the template's own preamble."})
-    show_prompt: bool = field(default=False, metadata={"help": "Print each prompt, after the chat template, to stderr."})
+    top_p: float = field(
+        default=0.9, metadata={"help": "Nucleus sampling: the smallest set with this much probability."}
+    )
+    system: str | None = field(
+        default=None, metadata={"help": "A system message, in place of the template's own preamble."}
+    )
+    show_prompt: bool = field(
+        default=False, metadata={"help": "Print each prompt, after the chat template, to stderr."}
+    )
 
 
 def user_turns(stream: TextIO) -> Iterator[str]:
@@ -52,7 +59,9 @@ def fit_context(tokenizer, messages: list[dict], room: int) -> torch.Tensor:
     """(1, T) ids of the chat-templated conversation with the generation prompt, dropping the oldest exchanges
     (user + assistant) until it fits in `room` tokens; a ValueError if the newest turn alone does not fit."""
     while True:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         turns = [m for m in messages if m["role"] != "system"]
         if ids.size(1) <= room or len(turns) == 1:
             break
@@ -60,7 +69,9 @@ def fit_context(tokenizer, messages: list[dict], room: int) -> torch.Tensor:
         del messages[first : first + 2]
         print("[the oldest exchange no longer fits the context and is dropped]", file=sys.stderr, flush=True)
     if ids.size(1) > room:
-        raise ValueError(f"this message needs {ids.size(1)} tokens with the template; the model leaves {room} for a prompt")
+        raise ValueError(
+            f"this message needs {ids.size(1)} tokens with the template; the model leaves {room} for a prompt"
+        )
     return ids
 
 
@@ -69,21 +80,26 @@ def main() -> None:
     folder = Path(model_args.model_name_or_path or "")
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         raise FileNotFoundError(
-            f"{folder} holds a LoRA adapter only; pass the merged model that finetune_instruction.py --lora writes: {folder / 'merged'}"
+            f"{folder} holds a LoRA adapter only; pass the merged model that finetune_instruction.py --lora writes: "
+            f"{folder / 'merged'}"
         )
     if args.seed is not None:
         set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(GPTCoreForCausalLM, model_args)
     if not tokenizer.chat_template:
         raise ValueError(
-            f"the tokenizer of {model_args.tokenizer_name_or_path or model_args.model_name_or_path} has no chat template; "
+            f"the tokenizer of {model_args.tokenizer_name_or_path or model_args.model_name_or_path} has no chat "
+            "template; "
             "use a checkpoint written by examples/finetune_instruction.py (it saves gptcore's tokenizer, which carries "
             "the Alpaca template), or pass such a tokenizer with --tokenizer_name_or_path"
         )
     generation = args.generation_config(tokenizer)
     room = model.config.n_positions - args.max_new_tokens
     if room < 1:
-        raise ValueError(f"--max_new_tokens {args.max_new_tokens} leaves no room for a prompt in n_positions={model.config.n_positions}")
+        raise ValueError(
+            f"--max_new_tokens {args.max_new_tokens} leaves no room for a prompt in "
+            f"n_positions={model.config.n_positions}"
+        )
     device = pick_device(args.device)
     model.eval().to(device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)  # prints the reply as it comes
@@ -105,8 +121,12 @@ def main() -> None:
         if args.show_prompt:
             print(f"[prompt]\n{tokenizer.decode(input_ids[0])}\n[/prompt]", file=sys.stderr, flush=True)
         with torch.no_grad():
-            output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation, streamer=streamer)
-        messages.append({"role": "assistant", "content": tokenizer.decode(output[0, input_ids.size(1) :], skip_special_tokens=True)})
+            output = model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation, streamer=streamer
+            )
+        messages.append(
+            {"role": "assistant", "content": tokenizer.decode(output[0, input_ids.size(1) :], skip_special_tokens=True)}
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarking.memory_measurement import measure_training_peak  # beside this script (examples/benchmarking)
+
 from gptcore.training.arguments import ModelArguments, load_config, parse_args
 from gptcore.training.memory import (
     FINETUNING_MODES,
@@ -49,21 +50,30 @@ TRAINING_COLUMNS = ("weights", "gradients", "optimizer_states", "activations", "
 @dataclass
 class EstimateArguments:
     batch_size: int = field(default=8, metadata={"help": "Sequences per optimizer step (and per generate call)."})
-    seq_len: int | None = field(default=None, metadata={"help": "Tokens per sequence. Default: the model's n_positions."})
-    precision: str = field(default="all", metadata={"choices": ["all", *PRECISIONS], "help": "Training precision mode."})
+    seq_len: int | None = field(
+        default=None, metadata={"help": "Tokens per sequence. Default: the model's n_positions."}
+    )
+    precision: str = field(
+        default="all", metadata={"choices": ["all", *PRECISIONS], "help": "Training precision mode."}
+    )
     checkpointing: str = field(
         default="both", metadata={"choices": ["both", "off", "on"], "help": "Gradient (activation) checkpointing."}
     )
     device: str = field(
-        default="auto", metadata={"choices": ["auto", "cpu", "cuda"], "help": "Kernels differ: CUDA keeps 1-byte dropout masks."}
+        default="auto",
+        metadata={"choices": ["auto", "cpu", "cuda"], "help": "Kernels differ: CUDA keeps 1-byte dropout masks."},
     )
-    attention: str = field(default="sdpa", metadata={"choices": ["sdpa", "eager"], "help": "The attention implementation."})
+    attention: str = field(
+        default="sdpa", metadata={"choices": ["sdpa", "eager"], "help": "The attention implementation."}
+    )
     finetuning: str = field(
         default="full",
-        metadata={"help": f"What trains, one of {', '.join(FINETUNING_MODES)}, several (comma-separated) or all: "
-                  "all weights (full, galore) or LoRA adapters on a float, 4-bit, 8-bit or int8 base. Modes other "
-                  "than full are estimated in fp32."},
-    )  # fmt: skip
+        metadata={
+            "help": f"What trains, one of {', '.join(FINETUNING_MODES)}, several (comma-separated) or all: "
+            "all weights (full, galore) or LoRA adapters on a float, 4-bit, 8-bit or int8 base. Modes other "
+            "than full are estimated in fp32."
+        },
+    )
     lora_r: int = field(default=TrainingSetup.lora_r, metadata={"help": "LoRA rank (the LoRA modes)."})
     galore_rank: int = field(default=TrainingSetup.galore_rank, metadata={"help": "GaLore's rank (the galore mode)."})
     measure: bool = field(default=False, metadata={"help": "Also run training steps and report the measured peak."})
@@ -110,9 +120,16 @@ def main() -> None:
         for precision in precisions if mode == "full" else ("fp32",):
             for ckpt in checkpointing:
                 setup = TrainingSetup(
-                    args.batch_size, seq_len, precision, ckpt, device, args.attention, mode, lora_r=args.lora_r,
+                    args.batch_size,
+                    seq_len,
+                    precision,
+                    ckpt,
+                    device,
+                    args.attention,
+                    mode,
+                    lora_r=args.lora_r,
                     galore_rank=args.galore_rank,
-                )  # fmt: skip
+                )
                 estimate = training_memory(shape, setup)
                 row = {"finetuning": mode, "precision": precision, "gradient_checkpointing": ckpt, **estimate}
                 line = f"{mode:<11} {estimate['trainable_params']:>12,} {precision:<11} {'on' if ckpt else 'off':<5} "

@@ -31,7 +31,9 @@ SMS_SPAM_COLUMNS = ["label", "text"]  # the file has no header row
 
 def main() -> None:
     model_args, data, training_args = start_finetuning(ClassificationDataArguments, description=__doc__)
-    splits = load_classification_splits(data, training_args.seed, default_file=SMS_SPAM, default_file_columns=SMS_SPAM_COLUMNS)
+    splits = load_classification_splits(
+        data, training_args.seed, default_file=SMS_SPAM, default_file_columns=SMS_SPAM_COLUMNS
+    )
     label_names = splits["train"].features[data.label_column].names
     for split, rows in splits.items():
         counts = np.bincount(rows[data.label_column], minlength=len(label_names))
@@ -67,7 +69,8 @@ def main() -> None:
     trainer.log_metrics("test", test)
     trainer.save_metrics("test", test)
     print(
-        f"validation accuracy {metrics['before_accuracy']:.1%} before fine-tuning, {metrics['eval_accuracy']:.1%} after; "
+        f"validation accuracy {metrics['before_accuracy']:.1%} before fine-tuning, {metrics['eval_accuracy']:.1%} "
+        "after; "
         f"test accuracy {test['test_accuracy']:.1%}, F1 {test['test_f1']:.3f} ({len(encoded['test'])} texts)"
     )
 

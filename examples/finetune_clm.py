@@ -37,7 +37,9 @@ def main() -> None:
     if lora_args.lora:
         model = add_lora(model, lora_args)
         model.print_trainable_parameters()
-    block_size = check_within_context("block_size", data.block_size or model.config.n_positions, model.config, minimum=2)
+    block_size = check_within_context(
+        "block_size", data.block_size or model.config.n_positions, model.config, minimum=2
+    )
     with training_args.main_process_first(desc="tokenization"):
         train, validation = load_text_blocks(data, tokenizer, block_size, training_args.seed)
 

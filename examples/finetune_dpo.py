@@ -59,7 +59,9 @@ def load_policy_and_reference(
     included. Otherwise it is a frozen copy of the starting weights, passed explicitly: left to itself TRL reloads the
     reference from `config._name_or_path`, which a model built in memory (--config_overrides) does not have."""
     quantization = quantization_config(saving, lora, training_args)  # refuses combinations that cannot train
-    policy, tokenizer = load_model_and_tokenizer(GPTCoreForCausalLM, model_args, pads=True, quantization_config=quantization)
+    policy, tokenizer = load_model_and_tokenizer(
+        GPTCoreForCausalLM, model_args, pads=True, quantization_config=quantization
+    )
     reference = None if lora else copy.deepcopy(policy)
     policy = prepare_for_training(policy, saving, training_args)  # freezes a quantised base; sets up GaLore
     return policy, reference, tokenizer
@@ -67,7 +69,11 @@ def load_policy_and_reference(
 
 def main() -> None:
     model_args, data, lora_args, saving, samples, training_args = start_finetuning(
-        PreferenceDataArguments, LoraArguments, MemorySavingArguments, SampleArguments, training_class=DPOConfig,
+        PreferenceDataArguments,
+        LoraArguments,
+        MemorySavingArguments,
+        SampleArguments,
+        training_class=DPOConfig,
         description=__doc__,
     )
     splits = load_preference_splits(data, training_args.seed, default_file=SEED_TASKS)
@@ -75,7 +81,9 @@ def main() -> None:
     tokenizer.padding_side = "left"  # saved with the model, for generation; TRL pads its batches itself
     max_length = training_args.max_length = fit_max_length(training_args.max_length, model.config)
     # A prompt that fills --max_length leaves no answer token to compare (DPOTrainer drops such pairs).
-    splits = keep_fitting(splits, lambda pair: len(tokenizer(pair["prompt"]).input_ids) < max_length, "leave room for an answer")
+    splits = keep_fitting(
+        splits, lambda pair: len(tokenizer(pair["prompt"]).input_ids) < max_length, "leave room for an answer"
+    )
     print(", ".join(f"{name}: {len(pairs)} pairs" for name, pairs in splits.items()))
     even_eval_batches(training_args, len(splits["test"]))
     test_prompts = splits["test"]["prompt"][: samples.max_generate_samples]
@@ -112,14 +120,22 @@ def main() -> None:
     made_how = (
         f"fine-tuned from `{model_args.model_name_or_path or 'random weights'}` by DPO (beta {training_args.beta}"
         f"{', LoRA merged' if lora_args.lora and not saving.quantized else ', LoRA' if lora_args.lora else ''}"
-        f"{f', --{saving.quantized} base' if saving.quantized else ', GaLore' if saving.galore else ''}) with TRL's `DPOTrainer` (gptcore's `examples/finetune_dpo.py`) "
+        f"{f', --{saving.quantized} base' if saving.quantized else ', GaLore' if saving.galore else ''}) with TRL's "
+        "`DPOTrainer` (gptcore's `examples/finetune_dpo.py`) "
         f"on {data.description}."
     )
     write_report(
-        trainer, metrics, model, model_dir, "gptcore DPO model", made_how,
+        trainer,
+        metrics,
+        model,
+        model_dir,
+        "gptcore DPO model",
+        made_how,
         {"loss": "loss", "reward accuracy": "rewards/accuracies", "reward margin": "rewards/margins"},
-        (model_args, data, lora_args, saving, samples), pipeline_tag="text-generation", tags=["gptcore", "gpt2", "dpo", "trl"],
-    )  # fmt: skip
+        (model_args, data, lora_args, saving, samples),
+        pipeline_tag="text-generation",
+        tags=["gptcore", "gpt2", "dpo", "trl"],
+    )
     print(
         f"test reward margin {metrics['before_rewards/margins']:.3f} before, "
         f"{metrics['eval_rewards/margins']:.3f} after; accuracy {metrics['before_rewards/accuracies']:.1%} before, "

@@ -100,7 +100,9 @@ def main() -> None:
     splits = load_preference_splits(data, training_args.seed, default_file=SEED_TASKS)
     splits = splits.select_columns(["prompt", "chosen"]).rename_column("chosen", "reference")
     splits = keep_fitting(
-        splits, lambda row: len(tokenizer(row["prompt"]).input_ids) <= room, f"leave room for {answer_length} answer tokens"
+        splits,
+        lambda row: len(tokenizer(row["prompt"]).input_ids) <= room,
+        f"leave room for {answer_length} answer tokens",
     )
     print(", ".join(f"{name}: {len(prompts)} prompts" for name, prompts in splits.items()))
 
@@ -129,10 +131,17 @@ def main() -> None:
         f"(gptcore's `examples/finetune_grpo.py`); reward: {reward}; prompts and reference answers: {data.description}."
     )
     write_report(
-        trainer, metrics, trainer.model, training_args.output_dir, "gptcore GRPO model", made_how,
+        trainer,
+        metrics,
+        trainer.model,
+        training_args.output_dir,
+        "gptcore GRPO model",
+        made_how,
         {"mean reward": "reward", "answer length (tokens)": "completions/mean_length"},
-        (model_args, data, reward_args), pipeline_tag="text-generation", tags=["gptcore", "gpt2", "grpo", "trl"],
-    )  # fmt: skip
+        (model_args, data, reward_args),
+        pipeline_tag="text-generation",
+        tags=["gptcore", "gpt2", "grpo", "trl"],
+    )
     print(
         f"test mean reward {metrics['before_reward']:.3f} before, {metrics['eval_reward']:.3f} after training "
         f"({len(splits['test'])} prompts, {trainer.num_generations_eval} sampled answers each)"

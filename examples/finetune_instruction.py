@@ -56,7 +56,9 @@ def main() -> None:
     tokenizer.padding_side = "left"
     right_padding = copy.deepcopy(tokenizer)
     right_padding.padding_side = "right"
-    max_length = check_within_context("max_length", data.max_length or min(256, model.config.n_positions), model.config, minimum=2)
+    max_length = check_within_context(
+        "max_length", data.max_length or min(256, model.config.n_positions), model.config, minimum=2
+    )
     if lora_args.lora:
         model = add_lora(model, lora_args)
         model.print_trainable_parameters()
@@ -65,13 +67,17 @@ def main() -> None:
         train = encode_instructions(splits["train"], tokenizer, max_length, "training")
         validation = encode_instructions(splits["validation"], tokenizer, max_length, "validation")
     collator = DataCollatorForSeq2Seq(right_padding, padding=True, label_pad_token_id=-100)  # pads labels with -100
-    trainer = Trainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer, data_collator=collator)
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=train, processing_class=tokenizer, data_collator=collator
+    )
     metrics = train_and_evaluate(trainer, validation)
 
     if saving.quantized:  # merged into 4-/8-bit weights, the adapter's update would be rounded away in part
         print(f"LoRA adapter saved in {training_args.output_dir}; it applies to the base checkpoint, quantised or not")
     elif lora_args.lora:  # the merged model must compute what the adapter model computes: checked on validation rows
-        batch = {k: v.to(model.device) for k, v in collator([validation[i] for i in range(min(4, len(validation)))]).items()}
+        batch = {
+            k: v.to(model.device) for k, v in collator([validation[i] for i in range(min(4, len(validation)))]).items()
+        }
         batch.pop("labels")
         merged_dir = Path(training_args.output_dir) / "merged"
         model, difference = merge_lora(model, batch, merged_dir, tokenizer)
@@ -82,7 +88,9 @@ def main() -> None:
     test = splits["test"]
     if data.max_generate_samples is not None:
         test = test.select(range(min(data.max_generate_samples, len(test))))
-    responses = answer_instructions(model, tokenizer, test, data.max_new_tokens, training_args.per_device_eval_batch_size)
+    responses = answer_instructions(
+        model, tokenizer, test, data.max_new_tokens, training_args.per_device_eval_batch_size
+    )
     responses_file = Path(data.responses_file or Path(training_args.output_dir) / "test_responses.json")
     responses_file.parent.mkdir(parents=True, exist_ok=True)
     responses_file.write_text(json.dumps(responses, indent=2, ensure_ascii=False))

@@ -26,9 +26,13 @@ from gptcore.training.runtime import pick_device
 @dataclass
 class GenerateArguments(SamplingArguments):
     prompt: str = field(default="Every effort moves you", metadata={"help": "The text to continue ('-': read stdin)."})
-    alpaca: bool = field(default=False, metadata={"help": "Treat the prompt as an instruction: wrap it in the Alpaca template."})
+    alpaca: bool = field(
+        default=False, metadata={"help": "Treat the prompt as an instruction: wrap it in the Alpaca template."}
+    )
     num_return_sequences: int = field(default=1, metadata={"help": "Independent samples, one after another."})
-    no_stream: bool = field(default=False, metadata={"help": "Print each text once finished instead of token by token."})
+    no_stream: bool = field(
+        default=False, metadata={"help": "Print each text once finished instead of token by token."}
+    )
 
 
 def main() -> None:
@@ -52,7 +56,9 @@ def main() -> None:
         if args.num_return_sequences > 1:
             print(f"--- sample {i + 1} ---", flush=True)
         with torch.no_grad():
-            output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation, streamer=streamer)
+            output = model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation, streamer=streamer
+            )
         if streamer is None:
             shown = output[0, input_ids.size(1) :] if args.alpaca else output[0]
             print(tokenizer.decode(shown, skip_special_tokens=True), flush=True)

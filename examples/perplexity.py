@@ -30,11 +30,19 @@ class EvalArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset instead, e.g. wikitext."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "e.g. wikitext-2-raw-v1."})
     split: str = field(default="test", metadata={"help": "The Hub dataset's split."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the text; rows are joined with blank lines."})
-    max_length: int | None = field(default=None, metadata={"help": "Window length in tokens; default: the model's n_positions."})
+    text_column: str = field(
+        default="text", metadata={"help": "Column holding the text; rows are joined with blank lines."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Window length in tokens; default: the model's n_positions."}
+    )
     stride: int | None = field(default=None, metadata={"help": "Tokens the window advances; default: max_length // 2."})
-    max_tokens: int | None = field(default=None, metadata={"help": "Score only the first this many tokens of the text."})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, ... (auto: the accelerator torch finds, else cpu)."})
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "Score only the first this many tokens of the text."}
+    )
+    device: str = field(
+        default="auto", metadata={"help": "cpu, cuda, ... (auto: the accelerator torch finds, else cpu)."}
+    )
     output_json: str | None = field(default=None, metadata={"help": "Also write the figures to this JSON file."})
 
 
@@ -46,10 +54,13 @@ def main() -> None:
     model.eval().to(pick_device(args.device))
 
     text = "\n\n".join(t for t in rows[args.text_column] if t)
-    input_ids = tokenizer(text, return_tensors="pt", verbose=False).input_ids  # verbose=False: longer than a window is the point
+    input_ids = tokenizer(
+        text, return_tensors="pt", verbose=False
+    ).input_ids  # verbose=False: longer than a window is the point
     result = perplexity(model, input_ids[:, : args.max_tokens], args.max_length, args.stride)
     print(
-        f"perplexity {result['perplexity']:.3f} ({result['nll_per_token']:.4f} nats/token) over {result['tokens_scored']} "
+        f"perplexity {result['perplexity']:.3f} ({result['nll_per_token']:.4f} nats/token) over "
+        f"{result['tokens_scored']} "
         f"tokens, {result['windows']} windows of {result['max_length']} tokens, stride {result['stride']}"
     )
     if args.output_json:

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{progress.step + 1}. Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, "
                     f"or pass --skip_nonfinite_steps; the newest complete checkpoint is in {checkpoints_dir}",
                     file=sys.stderr,
-                )  # fmt: skip
+                )
                 return 1
 
             learning_rate = scheduler.get_last_lr()[0]
@@ -133,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:
             progress.step += 1
             progress.tokens_seen += args.batch_size * args.block_size
             metrics.write(
-                step=progress.step, train_loss=train_loss, lr=learning_rate, grad_norm=grad_norm, skipped=not finite,
-                tokens_seen=progress.tokens_seen, elapsed_s=round(time.perf_counter() - loop_started, 3),
-            )  # fmt: skip
+                step=progress.step,
+                train_loss=train_loss,
+                lr=learning_rate,
+                grad_norm=grad_norm,
+                skipped=not finite,
+                tokens_seen=progress.tokens_seen,
+                elapsed_s=round(time.perf_counter() - loop_started, 3),
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}")
 
@@ -179,18 +184,25 @@ def main(argv: list[str] | None = None) -> int:
             "wall time (s)": round(time.perf_counter() - started, 1),
         }
         settings = {
-            **asdict(model_args), **vars(args),
-            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
-        }  # fmt: skip
+            **asdict(model_args),
+            **vars(args),
+            "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+        }
         write_run_card(
-            output_dir / "final", "gptcore GPT pretrained from scratch",
+            output_dir / "final",
+            "gptcore GPT pretrained from scratch",
             "trained with gptcore's `examples/pretrain.py`.",
-            unwrap(accelerator, model).config.to_dict(), num_parameters, final_metrics, settings,
+            unwrap(accelerator, model).config.to_dict(),
+            num_parameters,
+            final_metrics,
+            settings,
             metrics_note="Losses are cross-entropies in nats per token. The unigram baseline is the validation "
             "cross-entropy under the\ntraining tokens' frequencies with add-one smoothing: a model must beat it to "
             "have learnt more than word counts.",
-            pipeline_tag="text-generation", tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
-        )  # fmt: skip
+            pipeline_tag="text-generation",
+            tags=["gptcore", "gpt2", "causal-lm", "pretraining"],
+        )
         plot_loss_curve(records, output_dir / "loss_curve.png", baseline)
         accelerator.print(
             f"\nValidation loss {val_loss:.3f} nats/token (perplexity {math.exp(val_loss):.1f}) "
@@ -213,10 +225,21 @@ _MODEL_OPTIONS = ("model_name_or_path", "config", "config_overrides", "tokenizer
 
 # Arguments that fix which tokens each step sees; a resumed run must use the same ones.
 DATA_ORDER_ARGS = (
-    "train_files", "validation_files", "dataset_name", "dataset_config_name", "text_column", "sample_by",
-    "streaming", "validation_split_percentage", "max_eval_samples", "block_size", "batch_size",
-    "gradient_accumulation_steps", "seed", "no_cross_document_attention",
-)  # fmt: skip
+    "train_files",
+    "validation_files",
+    "dataset_name",
+    "dataset_config_name",
+    "text_column",
+    "sample_by",
+    "streaming",
+    "validation_split_percentage",
+    "max_eval_samples",
+    "block_size",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+    "no_cross_document_attention",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, argparse.Namespace]:
@@ -234,23 +257,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, argparse.
 
     add = parser.add_argument_group("data", f"Default: {describe_files(BUNDLED_CORPUS)}.").add_argument
     add("--train_files", nargs="+", help="local text files to train on")
-    add("--validation_files", nargs="+",
-        help="local text files to validate on (default: hold out a share of the blocks)")  # fmt: skip
+    add(
+        "--validation_files",
+        nargs="+",
+        help="local text files to validate on (default: hold out a share of the blocks)",
+    )
     add("--dataset_name", help="a Hugging Face Hub dataset instead of local files")
     add("--dataset_config_name", help="the Hub dataset's configuration")
     add("--text_column", default="text", help="column holding the documents (default: text)")
-    add("--sample_by", default="document", choices=["document", "paragraph", "line"],
-        help="what one document of a local text file is (default: the whole file)")  # fmt: skip
+    add(
+        "--sample_by",
+        default="document",
+        choices=["document", "paragraph", "line"],
+        help="what one document of a local text file is (default: the whole file)",
+    )
     add("--streaming", action="store_true", help="stream the dataset instead of preparing it up front")
-    add("--validation_split_percentage", type=float, default=5.0,
-        help="share of the blocks held out for validation when there is no validation split (default: 5)")  # fmt: skip
-    add("--max_eval_samples", type=int, default=256,
-        help="at most this many validation blocks; also how many a stream without validation split holds "
-        "out")  # fmt: skip
+    add(
+        "--validation_split_percentage",
+        type=float,
+        default=5.0,
+        help="share of the blocks held out for validation when there is no validation split (default: 5)",
+    )
+    add(
+        "--max_eval_samples",
+        type=int,
+        default=256,
+        help="at most this many validation blocks; also how many a stream without validation split holds out",
+    )
     add("--preprocessing_num_workers", type=int, help="processes for tokenization (datasets' map num_proc)")
     add("--block_size", type=int, default=128, help="tokens per training sequence (default: 128)")
-    add("--no_cross_document_attention", action="store_true",
-        help="packed documents do not attend to each other (positions restart at each EOS)")  # fmt: skip
+    add(
+        "--no_cross_document_attention",
+        action="store_true",
+        help="packed documents do not attend to each other (positions restart at each EOS)",
+    )
 
     add = parser.add_argument_group("optimization").add_argument
     add("--batch_size", type=int, default=8, help="sequences per optimizer step, over all processes (default: 8)")
@@ -263,27 +303,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, argparse.
     add("--adam_beta1", type=float, default=0.9)
     add("--adam_beta2", type=float, default=0.95)
     add("--max_grad_norm", type=float, default=1.0, help="clip the gradient norm to this; 0 = no clipping (default: 1)")
-    add("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
+    add(
+        "--mixed_precision",
+        choices=["auto", "no", "fp16", "bf16"],
+        default="auto",
         help="auto (default): under `accelerate launch` its setting (its --mixed_precision or config file, else no); "
         "otherwise bf16 where the hardware computes it natively (GPUs of compute capability 8.0 or newer, CPUs with "
-        "AMX or AVX-512 bf16), else no (fp32)")  # fmt: skip
+        "AMX or AVX-512 bf16), else no (fp32)",
+    )
     add("--skip_nonfinite_steps", action="store_true", help="skip a step whose loss is NaN/inf instead of stopping")
     add("--seed", type=int, default=42)
-    add("--threads", type=int,
+    add(
+        "--threads",
+        type=int,
         help="CPU threads for torch. Default: OMP_NUM_THREADS when set (accelerate launch sets it for each process), "
-        "else torch's default, one per core; on a machine whose cores other processes keep busy, fewer are faster")  # fmt: skip
+        "else torch's default, one per core; on a machine whose cores other processes keep busy, fewer are faster",
+    )
 
     add = parser.add_argument_group("evaluation, checkpoints and outputs").add_argument
     add("--output_dir", default="runs/pretrain", help="where everything goes (default: runs/pretrain)")
     add("--overwrite_output_dir", action="store_true", help="start over in a non-empty --output_dir")
     add("--resume_from_checkpoint", help="'latest' (newest complete checkpoint in --output_dir) or a checkpoint folder")
     add("--eval_steps", type=int, default=100, help="validate and print a sample every N steps (default: 100)")
-    add("--save_steps", type=int, default=100,
-        help="save a checkpoint every N steps; 0 = only on a stop (default: 100)")  # fmt: skip
+    add(
+        "--save_steps", type=int, default=100, help="save a checkpoint every N steps; 0 = only on a stop (default: 100)"
+    )
     add("--save_total_limit", type=int, default=2, help="keep the newest N checkpoints (default: 2)")
     add("--sample_prompt", default="Alice was beginning to", help="prompt of the sample generations")
-    add("--sample_max_new_tokens", type=int, default=40,
-        help="tokens sampled at each evaluation (default: 40; 0: none)")  # fmt: skip
+    add(
+        "--sample_max_new_tokens", type=int, default=40, help="tokens sampled at each evaluation (default: 40; 0: none)"
+    )
 
     args = parser.parse_args(argv)
     model_args = ModelArguments(**{name: vars(args).pop(name) for name in _MODEL_OPTIONS})
@@ -300,8 +349,14 @@ def describe_files(paths: list[str]) -> str:
 
 
 def check_args(model_args: ModelArguments, args: argparse.Namespace) -> None:
-    for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "eval_steps", "save_total_limit",
-                 "max_eval_samples"):
+    for name in (
+        "batch_size",
+        "gradient_accumulation_steps",
+        "max_steps",
+        "eval_steps",
+        "save_total_limit",
+        "max_eval_samples",
+    ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
@@ -417,9 +472,13 @@ def build_model(model_args: ModelArguments, args: argparse.Namespace, tokenizer:
         # as large as the tokenizer's vocabulary, and its EOS token as BOS and EOS.
         eos = tokenizer.eos_token_id
         defaults = {
-            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "vocab_size": len(tokenizer), "bos_token_id": eos, "eos_token_id": eos,
-        }  # fmt: skip
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": eos,
+            "eos_token_id": eos,
+        }
         model = GPTCoreForCausalLM(load_config(model_args, defaults=defaults))
     check_vocab_fits(tokenizer, model.config)
     if args.block_size > model.config.n_positions:
@@ -487,10 +546,12 @@ def forward_backward(
         last = index == len(step_batches) - 1
         with nullcontext() if last else accelerator.no_sync(model):  # gradients are all-reduced once, after the last
             loss = model(
-                input_ids=input_ids, labels=input_ids, position_ids=position_ids(input_ids, args, eos_token_id),
+                input_ids=input_ids,
+                labels=input_ids,
+                position_ids=position_ids(input_ids, args, eos_token_id),
                 use_cache=False,  # the packed-document mask comes from position_ids only when there is no cache
                 num_items_in_batch=n_targets,
-            ).loss  # fmt: skip
+            ).loss
             accelerator.backward(loss * accelerator.num_processes)  # DDP/FSDP average gradients over processes
         loss_contribution += loss.detach()
     return loss_contribution
@@ -528,9 +589,14 @@ def evaluate(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(args.seed)
         generated = unwrapped.generate(
-            **inputs, max_new_tokens=args.sample_max_new_tokens, do_sample=True, top_k=50, temperature=0.8,
-            pad_token_id=tokenizer.eos_token_id, remove_invalid_values=True,  # a diverged model still samples
-        )  # fmt: skip
+            **inputs,
+            max_new_tokens=args.sample_max_new_tokens,
+            do_sample=True,
+            top_k=50,
+            temperature=0.8,
+            pad_token_id=tokenizer.eos_token_id,
+            remove_invalid_values=True,  # a diverged model still samples
+        )
     unwrapped.train()
     return total / count, tokenizer.decode(generated[0], skip_special_tokens=False)
 

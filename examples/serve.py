@@ -1,7 +1,8 @@
 """Serve a gptcore checkpoint with transformers' own OpenAI-compatible server, `transformers serve`.
 
     python examples/serve.py runs/instruct --port 8000
-    python examples/serve.py runs/instruct --port 8000 --continuous-batching --cb-num-blocks 64 --cb-max-batch-tokens 512
+    python examples/serve.py runs/instruct --port 8000 \
+        --continuous-batching --cb-num-blocks 64 --cb-max-batch-tokens 512
 
 Then any OpenAI client talks to http://localhost:8000/v1, naming the model as given on the command line:
 

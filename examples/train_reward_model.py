@@ -63,11 +63,18 @@ def main() -> None:
         f"with TRL's `RewardTrainer` (gptcore's `examples/train_reward_model.py`) on {data.description}."
     )
     plot = write_report(
-        trainer, metrics, trainer.model, training_args.output_dir, "gptcore reward model", made_how,
+        trainer,
+        metrics,
+        trainer.model,
+        training_args.output_dir,
+        "gptcore reward model",
+        made_how,
         {"loss": "loss", "pairwise accuracy": "accuracy", "margin: score(chosen) - score(rejected)": "margin"},
-        (model_args, data), auto_class="AutoModelForSequenceClassification", pipeline_tag="text-classification",
+        (model_args, data),
+        auto_class="AutoModelForSequenceClassification",
+        pipeline_tag="text-classification",
         tags=["gptcore", "gpt2", "reward-model", "trl"],
-    )  # fmt: skip
+    )
     print(
         f"test pairwise accuracy {metrics['before_accuracy']:.1%} before, {metrics['eval_accuracy']:.1%} after "
         f"training; margin {metrics['before_margin']:.3f} before, {metrics['eval_margin']:.3f} after "

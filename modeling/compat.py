@@ -36,7 +36,8 @@ import functools
 import inspect
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import GenerationMixin
@@ -44,13 +45,17 @@ from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask as _create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
+from transformers.utils import can_return_tuple  # noqa: F401 (the model imports it from here)
 
 # --- The KV cache's name -------------------------------------------------------------------------------------
 # transformers 5.24 renamed the forward argument and the output field `past_key_values` -> `cache`; generate()
 # passes the new name and reads the cache back from the output under it. Older releases use the old name for both.
 # The wrapper's forwards take `cache` and accept `past_key_values` from callers of any release (see `accepts_cache`).
-CACHE_ARG = "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters else "past_key_values"
+CACHE_ARG = (
+    "cache"
+    if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    else "past_key_values"
+)
 CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 # Output keys that are not predictions: Trainer's evaluation and accelerate's device placement skip them.
 CACHE_KEYS = [CACHE_FIELD]
@@ -69,7 +74,11 @@ def accepts_cache(forward: Callable) -> Callable:
                 if kwargs.get("cache") is not None and kwargs[old] is not None:
                     raise ValueError(f"pass the KV cache once, as `cache` (not both `cache` and `{old}`)")
                 if CACHE_ARG == "cache" and not torch.compiler.is_compiling():
-                    warnings.warn(f"`{old}` is deprecated in this transformers release; use `cache` instead", FutureWarning, stacklevel=2)
+                    warnings.warn(
+                        f"`{old}` is deprecated in this transformers release; use `cache` instead",
+                        FutureWarning,
+                        stacklevel=2,
+                    )
                 value = kwargs.pop(old)
                 if kwargs.get("cache") is None:
                     kwargs["cache"] = value
@@ -91,13 +100,13 @@ def output_cache(outputs: Any) -> Cache | None:
 # --- Output capturing ----------------------------------------------------------------------------------------
 # `output_hidden_states` / `output_attentions` are served by hooks that transformers installs on the classes named
 # in `_can_record_outputs`.
+# The model imports these names from here.
 try:
-    from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+    from transformers.utils.output_capturing import OutputRecorder, capture_outputs  # noqa: F401
 except ImportError:  # 5.0-5.1
-    from transformers.utils.generic import OutputRecorder  # type: ignore[no-redef]
-    from transformers.utils.generic import check_model_inputs as capture_outputs  # type: ignore[no-redef]
+    from transformers.utils.generic import OutputRecorder  # type: ignore[no-redef]  # noqa: F401
+    from transformers.utils.generic import check_model_inputs as capture_outputs  # type: ignore[no-redef]  # noqa: F401
 
-from transformers.utils import can_return_tuple  # noqa: E402
 
 # --- Masks and attention -------------------------------------------------------------------------------------
 _MASK_PARAMS = inspect.signature(_create_causal_mask).parameters
@@ -170,7 +179,9 @@ except ImportError:  # pragma: no cover - every 5.x release has it
 # 5.24: the model calls `cache.update(key, value, layer_idx, kwargs)`, which completes `kwargs` in place for the
 # attention function. 5.0: the `paged|sdpa` / `paged|eager` attention functions update the cache themselves, from
 # their `cache` keyword (`update(..., read_index, write_index)`).
-_MODEL_UPDATES_PAGED_CACHE = _PagedAttentionCache is not None and "kwargs" in inspect.signature(_PagedAttentionCache.update).parameters
+_MODEL_UPDATES_PAGED_CACHE = (
+    _PagedAttentionCache is not None and "kwargs" in inspect.signature(_PagedAttentionCache.update).parameters
+)
 
 
 def is_paged_cache(cache: Any) -> bool:
@@ -182,7 +193,9 @@ def paged_attention(attention_fn: Callable, cache: Any) -> Callable:
     """`attention_fn` (from `ALL_ATTENTION_FUNCTIONS`) with the paged `cache` taking the new keys and values first, so
     that it attends over every token of each packed request, cached and new."""
 
-    def attend(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any) -> Any:
+    def attend(
+        module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any
+    ) -> Any:
         if not _MODEL_UPDATES_PAGED_CACHE:
             return attention_fn(module, query, key, value, attention_mask, cache=cache, **kwargs)
         key, value = cache.update(key, value, module.layer_idx, kwargs)  # kwargs: now this layer's cache arguments

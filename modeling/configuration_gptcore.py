@@ -81,8 +81,12 @@ class GPTCoreConfig(PreTrainedConfig):
                 raise ValueError(f"GPTCoreConfig.{name} must be an integer, got {value!r} ({type(value).__name__})")
             if value < minimum:
                 raise ValueError(f"GPTCoreConfig.{name} must be >= {minimum}, got {value}")
-        if self.n_inner is not None and (isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int) or self.n_inner < 1):
-            raise ValueError(f"GPTCoreConfig.n_inner must be a positive integer or None (= 4 * n_embd), got {self.n_inner!r}")
+        if self.n_inner is not None and (
+            isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int) or self.n_inner < 1
+        ):
+            raise ValueError(
+                f"GPTCoreConfig.n_inner must be a positive integer or None (= 4 * n_embd), got {self.n_inner!r}"
+            )
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"GPTCoreConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "

@@ -25,9 +25,10 @@ transformers' `Cache` classes satisfy). `modeling_gptcore.py` fills both from tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -221,8 +222,7 @@ class MLP(nn.Module):
         inner = config.n_inner or 4 * config.n_embd
         if config.activation_function not in ACTIVATIONS:
             raise ValueError(
-                f"activation_function={config.activation_function!r} is not supported; "
-                f"use one of {sorted(ACTIVATIONS)}"
+                f"activation_function={config.activation_function!r} is not supported; use one of {sorted(ACTIVATIONS)}"
             )
         self.c_fc = nn.Linear(config.n_embd, inner)
         self.act = ACTIVATIONS[config.activation_function]

@@ -52,15 +52,30 @@ HEADS = ("lm_head.weight", "score.weight")
 # dtype it was stored in) rather than the model; a config read into another class leaves them behind.
 FILE_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "dtype", "torch_dtype")
 # GPT-2 config options that change the computation and that gptcore does not implement.
-_UNSUPPORTED_GPT2_OPTIONS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False}
+_UNSUPPORTED_GPT2_OPTIONS = {
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "add_cross_attention": False,
+}
 # Dropped from a GPT-2 config: the file keys, options only GPT2DoubleHeadsModel reads, and the unsupported options
 # (checked first, so only their supported values are dropped).
 _DROPPED_GPT2_KEYS = {
-    *FILE_KEYS, "n_ctx", "reorder_and_upcast_attn", "summary_type", "summary_use_proj", "summary_activation",
-    "summary_proj_to_labels", *_UNSUPPORTED_GPT2_OPTIONS,
-}  # fmt: skip
+    *FILE_KEYS,
+    "n_ctx",
+    "reorder_and_upcast_attn",
+    "summary_type",
+    "summary_use_proj",
+    "summary_activation",
+    "summary_proj_to_labels",
+    *_UNSUPPORTED_GPT2_OPTIONS,
+}
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def gptcore_config_kwargs_from_gpt2(gpt2_config: dict[str, Any]) -> dict[str, Any]:
@@ -139,12 +154,12 @@ def load_weight_files(folder_or_repo: str, **hub_kwargs: Any) -> dict[str, torch
         for shard in sorted(set(index["weight_map"].values())):
             shard_path = optional_cached_file(folder_or_repo, shard, **hub_kwargs)
             if shard_path is None:
-                raise FileNotFoundError(f"weights of {folder_or_repo} are incomplete: {shard}, listed in {name}, is missing")
+                raise FileNotFoundError(
+                    f"weights of {folder_or_repo} are incomplete: {shard}, listed in {name}, is missing"
+                )
             state_dict.update(read_tensor_file(shard_path))
         return state_dict
-    raise FileNotFoundError(
-        f"no weights found in {folder_or_repo!r}: expected one of {', '.join(WEIGHT_FILES)}"
-    )
+    raise FileNotFoundError(f"no weights found in {folder_or_repo!r}: expected one of {', '.join(WEIGHT_FILES)}")
 
 
 def read_tensor_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

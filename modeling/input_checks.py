@@ -37,8 +37,8 @@ def check_token_ids(input_ids: torch.Tensor | None, vocab_size: int) -> None:
     if input_ids.numel() == 0:
         raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}); pass at least one token")
     message = (
-        "input_ids contains token id {}, outside the vocabulary [0, %d); check that the tokenizer matches the "
-        "model (or resize the token embeddings)" % vocab_size
+        f"input_ids contains token id {{}}, outside the vocabulary [0, {vocab_size}); check that the tokenizer "
+        "matches the model (or resize the token embeddings)"
     )
     if _read_back(input_ids):
         low, high = (int(bound) for bound in torch.aminmax(input_ids))  # one pass for both
@@ -53,8 +53,8 @@ def check_positions(position_ids: torch.Tensor, n_positions: int, cached_len: An
     The length of a first chunk is not compared with `n_positions`: a packed row of several documents
     (positions restarting at 0 for each) may be longer than the context."""
     message = (
-        "sequence length {} (cached + new tokens) exceeds n_positions=%d, the longest context this model has "
-        "position embeddings for; truncate the input or use a sliding window" % n_positions
+        f"sequence length {{}} (cached + new tokens) exceeds n_positions={n_positions}, the longest context this "
+        "model has position embeddings for; truncate the input or use a sliding window"
     )
     if cached_len is not None and (not torch.is_tensor(cached_len) or _read_back(cached_len)):
         if not torch.compiler.is_compiling() and 0 < cached_len and cached_len + position_ids.size(-1) > n_positions:

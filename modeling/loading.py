@@ -20,7 +20,13 @@ from safetensors import SafetensorError
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
-from .gpt2_checkpoint import HEADS, gpt2_state_to_gptcore, gptcore_config_kwargs_from_gpt2, load_weight_files, unpickling_error
+from .gpt2_checkpoint import (
+    HEADS,
+    gpt2_state_to_gptcore,
+    gptcore_config_kwargs_from_gpt2,
+    load_weight_files,
+    unpickling_error,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -42,7 +48,11 @@ class CheckpointLoadingMixin:
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
         """As `PreTrainedModel.from_pretrained`; also reads transformers' GPT-2 checkpoints (model_type "gpt2")."""
         config = kwargs.get("config")
-        if pretrained_model_name_or_path is not None and kwargs.get("state_dict") is None and not isinstance(config, PreTrainedConfig):
+        if (
+            pretrained_model_name_or_path is not None
+            and kwargs.get("state_dict") is None
+            and not isinstance(config, PreTrainedConfig)
+        ):
             hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             try:
                 config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
@@ -52,7 +62,9 @@ class CheckpointLoadingMixin:
             if model_type == "gpt2":
                 for key in _HUB_KWARGS:
                     kwargs.pop(key, None)
-                return cls._from_gpt2_checkpoint(pretrained_model_name_or_path, config_dict, hub_kwargs, model_args, kwargs)
+                return cls._from_gpt2_checkpoint(
+                    pretrained_model_name_or_path, config_dict, hub_kwargs, model_args, kwargs
+                )
             if model_type != cls.config_class.model_type:
                 raise ValueError(
                     f"{pretrained_model_name_or_path} holds a {model_type!r} model; gptcore reads 'gptcore' and 'gpt2' "
@@ -104,7 +116,12 @@ class CheckpointLoadingMixin:
 
     @classmethod
     def _from_gpt2_checkpoint(
-        cls, path: str, gpt2_config: dict[str, Any], hub_kwargs: dict[str, Any], model_args: tuple, kwargs: dict[str, Any]
+        cls,
+        path: str,
+        gpt2_config: dict[str, Any],
+        hub_kwargs: dict[str, Any],
+        model_args: tuple,
+        kwargs: dict[str, Any],
     ) -> Any:
         # dtype is an argument of loading, not a config field ("auto": the dtype the weights are stored in).
         dtype, torch_dtype = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)  # the old name, still accepted
@@ -114,7 +131,9 @@ class CheckpointLoadingMixin:
         source = load_weight_files(path, **hub_kwargs)
         state_dict = gpt2_state_to_gptcore(source, config, f"GPT-2 checkpoint {path}", heads=cls._task_heads)
         if dtype == "auto":
-            dtype = gpt2_config.get("dtype") or gpt2_config.get("torch_dtype") or state_dict["transformer.wte.weight"].dtype
+            dtype = (
+                gpt2_config.get("dtype") or gpt2_config.get("torch_dtype") or state_dict["transformer.wte.weight"].dtype
+            )
         if isinstance(dtype, str) and dtype != "auto":
             dtype = getattr(torch, dtype)
         if dtype is not None:

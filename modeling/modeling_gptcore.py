@@ -41,12 +41,12 @@ from .compat import (
 from .configuration_gptcore import GPTCoreConfig
 from .core import Block, CausalSelfAttention, GPTTransformer, eager_attention, init_weights
 from .fast_head import lm_head_cross_entropy, lm_head_logits
-from .input_checks import check_token_ids
-from .loading import CheckpointLoadingMixin, CheckpointMismatchError  # noqa: F401  (the error is part of the API)
 
 # Releases before 5.10 copy only this file's *direct* relative imports when loading remote code, so
 # every sibling module used indirectly is imported here too.
 from .gpt2_checkpoint import HEADS  # noqa: E402,F401  (used by loading)
+from .input_checks import check_token_ids
+from .loading import CheckpointLoadingMixin, CheckpointMismatchError  # noqa: F401  (the error is part of the API)
 from .weight_mapping import apply_rules  # noqa: E402,F401  (used by gpt2_checkpoint)
 
 logger = logging.get_logger(__name__)
@@ -172,7 +172,8 @@ class GPTCoreModel(GPTTransformer, GPTCorePreTrainedModel):
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         elif inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.config.n_embd:
             raise ValueError(
-                f"inputs_embeds must have shape (batch, seq_len, {self.config.n_embd}), got {tuple(inputs_embeds.shape)}"
+                f"inputs_embeds must have shape (batch, seq_len, {self.config.n_embd}), got "
+                f"{tuple(inputs_embeds.shape)}"
             )
         batch, seq_len = inputs_embeds.shape[:2]
         if token_type_ids is not None:  # GPT-2 embeds token types with the token embedding

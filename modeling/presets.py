@@ -1,8 +1,8 @@
 """Named model sizes, in one table: GPT-2's four published sizes, and two small ones for CPUs.
 
 A preset names sizes only; every other field, the vocabulary size (GPT-2's 50257 tokens) included, takes
-`GPTCoreConfig`'s defaults, which are GPT-2's. Pretraining, the benchmark, the memory estimate and the LLMs-from-scratch converter all name
-sizes from here.
+`GPTCoreConfig`'s defaults, which are GPT-2's. Pretraining, the benchmark, the memory estimate and the
+LLMs-from-scratch converter all name sizes from here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 from .configuration_gptcore import GPTCoreConfig
 
 PRESETS: dict[str, dict[str, int]] = {
-    # Pretraining's default: on a CPU the 50257-token output layer costs more than the four blocks, so the width stays small.
+    # Pretraining's default: on a CPU the 50257-token output layer costs more than the four blocks, so the width
+    # stays small.
     "cpu-small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "n_positions": 256},
     # The benchmark's default: wide enough that the blocks, not only the output layer, take measurable time.
     "small": {"n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 256},

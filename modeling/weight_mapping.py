@@ -53,9 +53,7 @@ class Rule:
 
 def reverse_rules(rules: Sequence[Rule]) -> list[Rule]:
     """The same table read backwards: our names become sources, transforms are inverted."""
-    return [
-        Rule(rule.target, rule.sources, _TRANSFORMS[rule.transform][1], rule.optional) for rule in rules
-    ]
+    return [Rule(rule.target, rule.sources, _TRANSFORMS[rule.transform][1], rule.optional) for rule in rules]
 
 
 LAYER = "{i}"  # stands for the layer index in a name

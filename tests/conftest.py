@@ -23,6 +23,7 @@ from tests.processes import EXAMPLES  # noqa: E402
 # examples/, appended so that nothing there hides an installed module.
 sys.path.append(str(EXAMPLES))
 
+
 @pytest.fixture
 def gpt2_pair(tmp_path):
     """(transformers GPT2LMHeadModel, GPTCoreForCausalLM loaded from its saved folder), both eval mode."""
@@ -35,7 +36,8 @@ def gpt2_pair(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_gptcore_checkpoint(tmp_path_factory) -> Path:
-    """A folder with a tiny random GPTCoreForCausalLM (GPT-2 vocabulary) and the GPT-2 tokenizer, as a user saves one."""
+    """A folder with a tiny random GPTCoreForCausalLM (GPT-2 vocabulary) and the GPT-2 tokenizer, as a user saves
+    one."""
     from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
     from gptcore.tokenization import gpt2_tokenizer
 
@@ -45,5 +47,3 @@ def tiny_gptcore_checkpoint(tmp_path_factory) -> Path:
     GPTCoreForCausalLM(config).save_pretrained(folder)
     gpt2_tokenizer().save_pretrained(folder)
     return folder
-
-

@@ -34,14 +34,21 @@ except ModuleNotFoundError:
 '''
 
 
-def run_without(package: str, code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None):
+def run_without(
+    package: str, code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None
+):
     """Run `code` in a fresh interpreter (of this venv, or `python`) in which `package` cannot be imported."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HOME"] = str(cwd / "hf_home")  # a fresh cache for remote-code modules
     return subprocess.run(
         [python or sys.executable, "-c", _blocker(package) + code],
-        cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout: int = 300, python: str | None = None):
@@ -57,10 +64,17 @@ def run_example(script: str, *args: str, cwd: Path | None = None, timeout: int =
     # One thread: tiny models gain nothing from more, and lose a lot when the machine is busy.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args], cwd=cwd or REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=cwd or REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
-        pytest.fail(f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        pytest.fail(
+            f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 

@@ -1,7 +1,7 @@
 """GPT-2's byte-level BPE offline, training new vocabularies, and the Alpaca instruction prompt.
 
-    from gptcore.tokenization import gpt2_tokenizer
-    tok = gpt2_tokenizer()          # transformers fast tokenizer, ids identical to OpenAI's GPT-2
+from gptcore.tokenization import gpt2_tokenizer
+tok = gpt2_tokenizer()          # transformers fast tokenizer, ids identical to OpenAI's GPT-2
 """
 
 from .bpe import GPT2_SPLIT_PATTERN, ByteLevelBPE, bytes_to_unicode

@@ -146,7 +146,9 @@ class ByteLevelBPE:
         """
         special_tokens = list(special_tokens)
         if vocab_size < 256 + len(special_tokens):
-            raise ValueError(f"vocab_size={vocab_size} is smaller than 256 bytes + {len(special_tokens)} special tokens")
+            raise ValueError(
+                f"vocab_size={vocab_size} is smaller than 256 bytes + {len(special_tokens)} special tokens"
+            )
         if isinstance(texts, str):
             texts = [texts]
         word_counts = Counter(word for text in texts for word in pre_tokenize(text))

@@ -29,7 +29,9 @@ END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 GPT2_CONTEXT_LENGTH = 1024
 
-_HOW_TO_FIX_VOCAB = "reinstall gptcore, or pass vocab_dir= a folder holding OpenAI's original encoder.json and vocab.bpe"
+_HOW_TO_FIX_VOCAB = (
+    "reinstall gptcore, or pass vocab_dir= a folder holding OpenAI's original encoder.json and vocab.bpe"
+)
 
 
 def _read(path: Path, verify_sha256: bool) -> str:

@@ -92,7 +92,9 @@ def train_tokenizer(
         logger.warning(
             "the text only supports %d tokens, not vocab_size=%d: training ran out of pairs to merge "
             "(or of pairs seen min_frequency=%d times); use more text for a larger vocabulary",
-            backend.get_vocab_size(), vocab_size, min_frequency,
+            backend.get_vocab_size(),
+            vocab_size,
+            min_frequency,
         )
     else:
         logger.info("trained a vocabulary of %d tokens", vocab_size)

@@ -180,7 +180,14 @@ def bench_train(
 
 
 def measure_training_memory(
-    kind: str, checkpoint: str, device: str, batch: int, seq: int, steps: int, seed: int, threads: int | None,
+    kind: str,
+    checkpoint: str,
+    device: str,
+    batch: int,
+    seq: int,
+    steps: int,
+    seed: int,
+    threads: int | None,
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run in a fresh process: load one model, train `steps` steps, return its peak memory."""
@@ -215,8 +222,16 @@ def bench_memory(
     """Peak training memory of one fresh process per model (both at once: each process has its own peak)."""
     what = "max_memory_allocated" if device.type == "cuda" else "peak RSS while training"
     result: dict[str, Any] = {"precision": precision, "what": what}
-    args = (str(checkpoint), device.type, settings.batch, settings.seq, settings.memory_steps, settings.seed,
-            settings.threads, precision)  # fmt: skip
+    args = (
+        str(checkpoint),
+        device.type,
+        settings.batch,
+        settings.seq,
+        settings.memory_steps,
+        settings.seed,
+        settings.threads,
+        precision,
+    )
     running = {key: start_in_fresh_process(measure_training_memory, key, *args) for key in ("ref", "ours")}
     for key, future in running.items():
         try:
@@ -356,9 +371,14 @@ def bench_compiled_generate(
     for batch in settings.compile_batches:
         try:
             gen = bench_generate(
-                models, settings, timer, batch, precision,
-                cache_implementation="static", compile_config=compile_config(timer.device),
-            )  # fmt: skip
+                models,
+                settings,
+                timer,
+                batch,
+                precision,
+                cache_implementation="static",
+                compile_config=compile_config(timer.device),
+            )
         except TokenMismatchError:
             raise
         except Exception as error:  # a platform without a working compiler: report it, keep the rest
@@ -489,8 +509,10 @@ def run_benchmark(fields: dict[str, Any], settings: BenchmarkSettings, device: t
         results["parity_max_abs_logit_diff"] = diff
         logger.info(
             "%.1fM parameters; read bandwidth %.1f GB/s; max |logit difference| %.1e",
-            results["parameters"] / 1e6, results["bandwidth"]["bytes_per_s"] / 1e9, diff,
-        )  # fmt: skip
+            results["parameters"] / 1e6,
+            results["bandwidth"]["bytes_per_s"] / 1e9,
+            diff,
+        )
         for part in ("train", "memory", "generate", "compile"):
             if part not in settings.skip:
                 results[part] = []

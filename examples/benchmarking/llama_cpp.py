@@ -65,8 +65,21 @@ def gguf_bytes_per_step(path: Path, context: float) -> int:
 
 def run_llama_bench(bench: Path, model: Path, threads: int, prompt: int, new_tokens: int) -> dict[str, float]:
     """One `llama-bench` run (-r 1) of `model`: prompt-processing and decoding tokens/s."""
-    command = [str(bench), "-m", str(model), "-t", str(threads), "-p", str(prompt), "-n", str(new_tokens),
-               "-r", "1", "-o", "json"]  # fmt: skip
+    command = [
+        str(bench),
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-p",
+        str(prompt),
+        "-n",
+        str(new_tokens),
+        "-r",
+        "1",
+        "-o",
+        "json",
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
@@ -101,9 +114,12 @@ def bench_llama_cpp(
         for _ in range(settings.gen_repeats):
             clock = StepClock(timer.clock)
             ours.generate(
-                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=settings.new_tokens, do_sample=False,
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=settings.new_tokens,
+                do_sample=False,
                 streamer=clock,
-            )  # fmt: skip
+            )
             ours_steps += clock.decode_steps()
             for kind, file in files.items():
                 result[kind]["runs"].append(run_llama_bench(bench, file, threads, settings.prompt, settings.new_tokens))

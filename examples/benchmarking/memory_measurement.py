@@ -22,8 +22,14 @@ from gptcore.training.runtime import peak_resident_bytes, reset_peak_resident, r
 _ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 # A model small enough that training it allocates nothing worth counting but the runtime's one-time workspaces.
 _TINY = {
-    "n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 16, "n_positions": 8, "bos_token_id": 0, "eos_token_id": 0
-}  # fmt: skip
+    "n_layer": 1,
+    "n_head": 1,
+    "n_embd": 8,
+    "vocab_size": 16,
+    "n_positions": 8,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+}
 
 
 def measure_training_peak(config: dict[str, Any], setup: TrainingSetup, steps: int = 2) -> int:

@@ -48,7 +48,8 @@ def device_description(device: torch.device) -> str:
 
 
 def met_or_not(value: float | None, target: float, higher_is_better: bool = True) -> str:
-    """"met" when `value` reaches `target` (at least it, or at most it when lower is better), else "NOT met"."""
+    """The word "met" when `value` reaches `target` (at least it, or at most it when lower is better), else
+    "NOT met"."""
     if value is None:
         return "n/a"
     return "met" if (value >= target if higher_is_better else value <= target) else "NOT met"
@@ -65,44 +66,88 @@ def report_rows(results: dict[str, Any], device: torch.device) -> list[list[str]
         mode = "bf16 autocast" if train["precision"] == "bf16" else "fp32"
         what = f"train tokens/s ({results['args']['batch']}x{results['args']['seq']}, {mode}, {train['optimizer']})"
         target = TARGETS["train_tokens_per_s"]
-        rows.append([what, f"{train['ours']['per_s']:.1f}", f"{train['ref']['per_s']:.1f}", f"{train['ratio']:.2f}x",
-                     f">= {target}x {met_or_not(train['ratio'], target)}"])  # fmt: skip
+        rows.append(
+            [
+                what,
+                f"{train['ours']['per_s']:.1f}",
+                f"{train['ref']['per_s']:.1f}",
+                f"{train['ratio']:.2f}x",
+                f">= {target}x {met_or_not(train['ratio'], target)}",
+            ]
+        )
         peak = results["peak"][train["precision"]]
         mfu_target = MFU_TARGETS["cuda" if device.type == "cuda" else f"cpu-{train['precision']}"]
         mfu_met = f">= {100 * mfu_target:.0f}% {met_or_not(train['ours']['mfu'], mfu_target)}" if is_gpt2 else ""
-        rows.append([f"  MFU ({peak['what']}: {peak['gflops']:.0f} GFLOP/s)", f"{100 * train['ours']['mfu']:.1f}%",
-                     f"{100 * train['ref']['mfu']:.1f}%", f"{train['ours']['mfu'] / train['ref']['mfu']:.2f}x",
-                     mfu_met])  # fmt: skip
+        rows.append(
+            [
+                f"  MFU ({peak['what']}: {peak['gflops']:.0f} GFLOP/s)",
+                f"{100 * train['ours']['mfu']:.1f}%",
+                f"{100 * train['ref']['mfu']:.1f}%",
+                f"{train['ours']['mfu'] / train['ref']['mfu']:.2f}x",
+                mfu_met,
+            ]
+        )
     for memory in results.get("memory", []):
         field, target = memory["field"], TARGETS["train_peak_memory"]
-        rows.append([f"train peak memory ({memory['what']}, {memory['precision']})",
-                     format_bytes(memory["ours"][field]), format_bytes(memory["ref"][field]),
-                     f"{memory['ratio']:.2f}x",
-                     f"<= {target}x {met_or_not(memory['ratio'], target, higher_is_better=False)}"])  # fmt: skip
+        rows.append(
+            [
+                f"train peak memory ({memory['what']}, {memory['precision']})",
+                format_bytes(memory["ours"][field]),
+                format_bytes(memory["ref"][field]),
+                f"{memory['ratio']:.2f}x",
+                f"<= {target}x {met_or_not(memory['ratio'], target, higher_is_better=False)}",
+            ]
+        )
     for gen in results.get("generate", []):
         target = TARGETS["generate_tokens_per_s"]
-        rows.append([f"generate b={gen['batch']} tokens/s (default cache, {gen['precision']})",
-                     f"{gen['ours']['per_s']:.1f}", f"{gen['ref']['per_s']:.1f}", f"{gen['ratio']:.2f}x",
-                     f">= {target}x {met_or_not(gen['ratio'], target)}"])  # fmt: skip
+        rows.append(
+            [
+                f"generate b={gen['batch']} tokens/s (default cache, {gen['precision']})",
+                f"{gen['ours']['per_s']:.1f}",
+                f"{gen['ref']['per_s']:.1f}",
+                f"{gen['ratio']:.2f}x",
+                f">= {target}x {met_or_not(gen['ratio'], target)}",
+            ]
+        )
         rows += decode_rows(gen, ("ours", "ref"), streaming)
     for gen in results.get("compile", []):
         if "error" in gen:
             what = f"generate b={gen['batch']} static+compile ({gen['precision']})"
             rows.append([what, "error", "", "", gen["error"][:60]])
             continue
-        rows.append([f"generate b={gen['batch']} tokens/s (static + compile, {gen['precision']})",
-                     f"{gen['ours']['per_s']:.1f}", f"{gen['ref']['per_s']:.1f}", f"{gen['ratio']:.2f}x",
-                     ""])  # fmt: skip
+        rows.append(
+            [
+                f"generate b={gen['batch']} tokens/s (static + compile, {gen['precision']})",
+                f"{gen['ours']['per_s']:.1f}",
+                f"{gen['ref']['per_s']:.1f}",
+                f"{gen['ratio']:.2f}x",
+                "",
+            ]
+        )
         rows += decode_rows(gen, ("ours", "ref"), streaming)
         compiled_vs_default = gen.get("ours_vs_ref_default")
         if compiled_vs_default is not None:
             target = TARGETS["compiled_b1_vs_default"]
             shown = gen["batch"] == 1 and results["config_name"] == "small"
             wanted = f">= {target}x {met_or_not(compiled_vs_default, target)}" if shown else ""
-            rows.append([f"  gptcore compiled / transformers default, b={gen['batch']}", "", "",
-                         f"{compiled_vs_default:.2f}x", wanted])  # fmt: skip
-        rows.append([f"  first (compiling) call, b={gen['batch']}", f"{gen['ours_first_call_s']:.1f} s",
-                     f"{gen['ref_first_call_s']:.1f} s", "", ""])  # fmt: skip
+            rows.append(
+                [
+                    f"  gptcore compiled / transformers default, b={gen['batch']}",
+                    "",
+                    "",
+                    f"{compiled_vs_default:.2f}x",
+                    wanted,
+                ]
+            )
+        rows.append(
+            [
+                f"  first (compiling) call, b={gen['batch']}",
+                f"{gen['ours_first_call_s']:.1f} s",
+                f"{gen['ref_first_call_s']:.1f} s",
+                "",
+                "",
+            ]
+        )
     rows += int8_rows(results.get("int8"), is_gpt2)
     rows += llama_cpp_rows(results.get("llama_cpp"))
     return rows
@@ -119,8 +164,15 @@ def decode_rows(gen: dict[str, Any], keys: tuple[str, ...], with_target: bool = 
     rows = [[what, *ms, f"{other['decode_ms_per_step'] / ours['decode_ms_per_step']:.2f}x", ""]]
     share = ours["fraction_of_limit"]
     met = f">= {100 * DECODE_LIMIT_TARGET:.0f}% {met_or_not(share, DECODE_LIMIT_TARGET)}" if with_target else ""
-    rows.append(["  share of the weight-streaming limit", f"{100 * share:.0f}%",
-                 f"{100 * other['fraction_of_limit']:.0f}%", "", met])  # fmt: skip
+    rows.append(
+        [
+            "  share of the weight-streaming limit",
+            f"{100 * share:.0f}%",
+            f"{100 * other['fraction_of_limit']:.0f}%",
+            "",
+            met,
+        ]
+    )
     if gen.get("tie"):
         what = f"  (greedy tokens part at new token {gen['first_different_position']}: a float tie)"
         rows.append([what, "", "", "", ""])
@@ -136,13 +188,27 @@ def int8_rows(int8: dict[str, Any] | None, is_gpt2: bool) -> list[list[str]]:
         return [["int8 decode: not measured", "", "", "", int8["skipped"][:80]]]
     target = INT8_TOKENS_PER_S_TARGET
     met = f">= {target} tok/s (AMX CPU) {met_or_not(int8['int8']['per_s'], target)}" if is_gpt2 else ""
-    rows = [["int8 generate b=1 tokens/s (torchao; other column: gptcore fp32)", f"{int8['int8']['per_s']:.1f}",
-             f"{int8['fp32']['per_s']:.1f}", f"{int8['ratio']:.2f}x", met]]  # fmt: skip
+    rows = [
+        [
+            "int8 generate b=1 tokens/s (torchao; other column: gptcore fp32)",
+            f"{int8['int8']['per_s']:.1f}",
+            f"{int8['fp32']['per_s']:.1f}",
+            f"{int8['ratio']:.2f}x",
+            met,
+        ]
+    ]
     rows += decode_rows(int8, ("int8", "fp32"), is_gpt2)[:2]
     if "agreement" in int8:
         agreement = int8["agreement"]
-        rows.append([f"  same next token as fp32 ({agreement['positions']} positions of {agreement['text']})",
-                     f"{100 * agreement['agreement']:.1f}%", "", "", ""])  # fmt: skip
+        rows.append(
+            [
+                f"  same next token as fp32 ({agreement['positions']} positions of {agreement['text']})",
+                f"{100 * agreement['agreement']:.1f}%",
+                "",
+                "",
+                "",
+            ]
+        )
     return rows
 
 
@@ -150,15 +216,28 @@ def llama_cpp_rows(llama: dict[str, Any] | None) -> list[list[str]]:
     """llama-bench's b=1 decoding per GGUF type next to the weight-streaming limit (gptcore fp32 from the same run)."""
     if not llama:
         return []
-    rows = [[f"llama.cpp {llama.get('build') or ''} ({llama['threads']} threads): gptcore fp32 decode ms/step",
-             f"{llama['ours_fp32_decode_ms_per_step']:.2f}", "", "", ""]]  # fmt: skip
+    rows = [
+        [
+            f"llama.cpp {llama.get('build') or ''} ({llama['threads']} threads): gptcore fp32 decode ms/step",
+            f"{llama['ours_fp32_decode_ms_per_step']:.2f}",
+            "",
+            "",
+            "",
+        ]
+    ]
     for kind, entry in llama.items():
         if isinstance(entry, dict) and "decode_tokens_per_s" in entry:
             limit_ms = entry["limit"]["limit_ms_per_step"]
-            rows.append([f"  llama.cpp {kind}: decode tok/s, ms/step (limit {limit_ms:.2f} ms)",
-                         f"{entry['decode_tokens_per_s']:.1f}", f"{entry['decode_ms_per_step']:.2f} ms", "",
-                         f"{100 * entry['fraction_of_limit']:.0f}% of limit; "
-                         f"prompt {entry['prompt_tokens_per_s']:.0f} tok/s"])  # fmt: skip
+            rows.append(
+                [
+                    f"  llama.cpp {kind}: decode tok/s, ms/step (limit {limit_ms:.2f} ms)",
+                    f"{entry['decode_tokens_per_s']:.1f}",
+                    f"{entry['decode_ms_per_step']:.2f} ms",
+                    "",
+                    f"{100 * entry['fraction_of_limit']:.0f}% of limit; "
+                    f"prompt {entry['prompt_tokens_per_s']:.0f} tok/s",
+                ]
+            )
     return rows
 
 

@@ -38,7 +38,8 @@ class ModelArguments:
     config: str | None = field(
         default=None,
         metadata={
-            "help": f"Without --model_name_or_path: start from random weights of this size, one of {', '.join(PRESETS)}, "
+            "help": "Without --model_name_or_path: start from random weights of this size, one of "
+            f"{', '.join(PRESETS)}, "
             "or a config.json. --config_overrides alone changes the script's default size: cpu-small unless its "
             "description names another."
         },
@@ -53,7 +54,8 @@ class ModelArguments:
     tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Tokenizer folder or Hub id. Default: the checkpoint's own tokenizer, else gptcore's bundled GPT-2 one."
+            "help": "Tokenizer folder or Hub id. Default: the checkpoint's own tokenizer, else gptcore's bundled "
+            "GPT-2 one."
         },
     )
 
@@ -85,7 +87,9 @@ def parse_config_overrides(text: str) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"--config_overrides needs comma-separated key=value pairs, got {item!r} in {text!r}")
         if key not in known:
-            raise ValueError(f"--config_overrides: {key!r} is not a GPTCoreConfig field; use GPT-2's names (n_layer, n_embd, ...)")
+            raise ValueError(
+                f"--config_overrides: {key!r} is not a GPTCoreConfig field; use GPT-2's names (n_layer, n_embd, ...)"
+            )
         words = {"true": True, "false": False, "none": None, "null": None}
         if value.lower() in words:
             fields[key] = words[value.lower()]
@@ -106,13 +110,18 @@ def _missing_checkpoint(path: str) -> FileNotFoundError:
 
 
 def load_config(
-    args: ModelArguments, default_config: str = "cpu-small", defaults: dict[str, Any] | None = None, **config_kwargs: Any
+    args: ModelArguments,
+    default_config: str = "cpu-small",
+    defaults: dict[str, Any] | None = None,
+    **config_kwargs: Any,
 ) -> GPTCoreConfig:
     """The checkpoint's config, or for random weights --config (a preset or a JSON file; `default_config` when not
     given) with `defaults` (a script's choices, e.g. no dropout), then --config_overrides, then `config_kwargs`
     (what the script must set, e.g. the number of labels) applied in that order."""
     if args.model_name_or_path and (args.config or args.config_overrides):
-        raise ValueError("--model_name_or_path brings its own config; drop --config/--config_overrides (they are for random weights)")
+        raise ValueError(
+            "--model_name_or_path brings its own config; drop --config/--config_overrides (they are for random weights)"
+        )
     if args.model_name_or_path:
         try:
             return GPTCoreConfig.from_pretrained(args.model_name_or_path, **config_kwargs)
@@ -125,7 +134,9 @@ def load_config(
         # Fields the file sets win over the script's defaults: the user wrote them.
         base = {**GPTCoreConfig().to_dict(), **(defaults or {}), **GPTCoreConfig.get_config_dict(name)[0]}
     else:
-        raise FileNotFoundError(f"--config {name!r} is neither a model size ({', '.join(PRESETS)}) nor an existing JSON file")
+        raise FileNotFoundError(
+            f"--config {name!r} is neither a model size ({', '.join(PRESETS)}) nor an existing JSON file"
+        )
     overrides = parse_config_overrides(args.config_overrides) if args.config_overrides else {}
     return GPTCoreConfig.from_dict({**base, **overrides, **config_kwargs})  # validates every field
 
@@ -143,11 +154,14 @@ def load_model(
     if not args.model_name_or_path and not args.random_init:
         raise ValueError(
             f"pass --model_name_or_path (e.g. {PRETRAIN_OUTPUT}, written by examples/pretrain.py), "
-            "or --config/--config_overrides (e.g. --config_overrides 'n_layer=2,n_head=2,n_embd=64') to start from random weights"
+            "or --config/--config_overrides (e.g. --config_overrides 'n_layer=2,n_head=2,n_embd=64') to start from "
+            "random weights"
         )
     if args.random_init:
         config = load_config(args, defaults=defaults, **config_kwargs)
-        logger.warning("starting from RANDOM weights (%s): results are only a smoke test", args.config_overrides or args.config)
+        logger.warning(
+            "starting from RANDOM weights (%s): results are only a smoke test", args.config_overrides or args.config
+        )
         model = model_class(config)
         return model if quantization_config is None else reload_quantized(model, quantization_config)
     if quantization_config is not None:
@@ -183,14 +197,18 @@ def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
             source = args.model_name_or_path
     if source is None:
         if args.model_name_or_path:
-            logger.warning("%s has no tokenizer files; using gptcore's bundled GPT-2 tokenizer", args.model_name_or_path)
+            logger.warning(
+                "%s has no tokenizer files; using gptcore's bundled GPT-2 tokenizer", args.model_name_or_path
+            )
         return gpt2_tokenizer()
     try:
         return AutoTokenizer.from_pretrained(source)
     except OSError:
         if source == args.model_name_or_path:
             raise _missing_checkpoint(source) from None
-        raise FileNotFoundError(f"no tokenizer at {source!r}; pass --tokenizer_name_or_path a tokenizer folder") from None
+        raise FileNotFoundError(
+            f"no tokenizer at {source!r}; pass --tokenizer_name_or_path a tokenizer folder"
+        ) from None
 
 
 def check_vocab_fits(tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
@@ -227,5 +245,7 @@ def load_model_and_tokenizer(
 def check_within_context(flag: str, value: int, config: Any, minimum: int = 1) -> int:
     """`value` of --`flag` (a sequence length), refused unless in [minimum, the model's n_positions]."""
     if not minimum <= value <= config.n_positions:
-        raise ValueError(f"--{flag} must be in [{minimum}, {config.n_positions}] (the model's n_positions), got {value}")
+        raise ValueError(
+            f"--{flag} must be in [{minimum}, {config.n_positions}] (the model's n_positions), got {value}"
+        )
     return value

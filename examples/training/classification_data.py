@@ -15,20 +15,37 @@ from gptcore.training.text_data import load_rows, map_in_memory, require_columns
 
 @dataclass
 class ClassificationDataArguments:
-    data_file: str | None = field(default=None, metadata={"help": "Labeled .csv/.tsv file. Default: the script's bundled data set."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation rows (give --test_file too); default: split."})
-    test_file: str | None = field(default=None, metadata={"help": "Test rows (give --validation_file too); default: split."})
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (its 'train' split) instead of a file."})
+    data_file: str | None = field(
+        default=None, metadata={"help": "Labeled .csv/.tsv file. Default: the script's bundled data set."}
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Validation rows (give --test_file too); default: split."}
+    )
+    test_file: str | None = field(
+        default=None, metadata={"help": "Test rows (give --validation_file too); default: split."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A Hub dataset (its 'train' split) instead of a file."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    column_names: str | None = field(default=None, metadata={"help": "Comma-separated column names for a file without a header row."})
+    column_names: str | None = field(
+        default=None, metadata={"help": "Comma-separated column names for a file without a header row."}
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the text to classify."})
     label_column: str = field(default="label", metadata={"help": "Column holding the class (names or integers)."})
     deduplicate: bool = field(default=True, metadata={"help": "Drop rows whose text already appeared."})
-    balance: bool = field(default=True, metadata={"help": "Undersample every class to the size of the rarest (seeded)."})
-    split_fractions: str = field(default="0.7,0.1,0.2", metadata={"help": "Train,validation,test fractions (after balancing)."})
-    max_length: int | None = field(default=None, metadata={"help": "Texts are truncated to this many tokens; default min(128, n_positions)."})
+    balance: bool = field(
+        default=True, metadata={"help": "Undersample every class to the size of the rarest (seeded)."}
+    )
+    split_fractions: str = field(
+        default="0.7,0.1,0.2", metadata={"help": "Train,validation,test fractions (after balancing)."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Texts are truncated to this many tokens; default min(128, n_positions)."}
+    )
     train_last_block_only: bool = field(
-        default=False, metadata={"help": "Freeze everything but the last block, the final LayerNorm and the classification head."}
+        default=False,
+        metadata={"help": "Freeze everything but the last block, the final LayerNorm and the classification head."},
     )
 
 
@@ -54,7 +71,10 @@ def balance(rows: Dataset, label_column: str, seed: int) -> Dataset:
 
 
 def load_classification_splits(
-    data: ClassificationDataArguments, seed: int, default_file: str | Path | None = None, default_file_columns: list[str] | None = None
+    data: ClassificationDataArguments,
+    seed: int,
+    default_file: str | Path | None = None,
+    default_file_columns: list[str] | None = None,
 ) -> DatasetDict:
     """Train/validation/test rows of (text, label), labels as a `ClassLabel` (names sorted, numbered from 0).
 
@@ -83,12 +103,16 @@ def load_classification_splits(
         for split, path in (("validation", data.validation_file), ("test", data.test_file)):
             part = load_rows(path, column_names=names)
             require_columns(part, columns, path)
-            held_out[split] = part.select_columns(columns).cast_column(data.label_column, rows.features[data.label_column])
+            held_out[split] = part.select_columns(columns).cast_column(
+                data.label_column, rows.features[data.label_column]
+            )
         return DatasetDict(train=rows, **held_out)
     return split_train_validation_test(rows, data.split_fractions, seed)
 
 
-def encode_texts(splits: DatasetDict, tokenizer: Any, text_column: str, label_column: str, max_length: int) -> DatasetDict:
+def encode_texts(
+    splits: DatasetDict, tokenizer: Any, text_column: str, label_column: str, max_length: int
+) -> DatasetDict:
     """Each split as input_ids, attention_mask and labels, texts truncated to `max_length` tokens."""
 
     def encode_batch(batch: dict[str, list]) -> dict[str, list]:
@@ -97,7 +121,9 @@ def encode_texts(splits: DatasetDict, tokenizer: Any, text_column: str, label_co
 
     return DatasetDict(
         {
-            name: map_in_memory(rows, encode_batch, batched=True, remove_columns=rows.column_names, desc=f"Tokenizing {name}")
+            name: map_in_memory(
+                rows, encode_batch, batched=True, remove_columns=rows.column_names, desc=f"Tokenizing {name}"
+            )
             for name, rows in splits.items()
         }
     )

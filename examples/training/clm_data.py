@@ -17,18 +17,27 @@ from gptcore.training.text_data import load_rows, require_columns
 @dataclass
 class TextDataArguments:
     train_file: str | None = field(default=None, metadata={"help": "A .txt file (or .csv/.json with --text_column)."})
-    validation_file: str | None = field(default=None, metadata={"help": "Held-out text; default: a share of the training blocks."})
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (its 'train' split) instead of --train_file."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Held-out text; default: a share of the training blocks."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A Hub dataset (its 'train' split) instead of --train_file."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
     text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
     sample_by: str = field(
         default="document",
-        metadata={"choices": ["document", "paragraph", "line"], "help": "What one document of a text file is (default: the whole file)."},
+        metadata={
+            "choices": ["document", "paragraph", "line"],
+            "help": "What one document of a text file is (default: the whole file).",
+        },
     )
     validation_split_percentage: float = field(
         default=5.0, metadata={"help": "Without --validation_file: percent of the training blocks held out."}
     )
-    block_size: int | None = field(default=None, metadata={"help": "Tokens per training sequence; default: n_positions."})
+    block_size: int | None = field(
+        default=None, metadata={"help": "Tokens per training sequence; default: n_positions."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training blocks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many validation blocks."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})

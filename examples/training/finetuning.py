@@ -22,7 +22,8 @@ from gptcore.training.runtime import check_output_dir, resolve_mixed_precision
 @dataclass
 class OutputArguments:
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Write into a non-empty --output_dir, replacing what an earlier run left there."}
+        default=False,
+        metadata={"help": "Write into a non-empty --output_dir, replacing what an earlier run left there."},
     )
 
 
@@ -32,7 +33,8 @@ class PrecisionArguments:
         default="auto",
         metadata={
             "choices": ["auto", "no", "fp16", "bf16"],
-            "help": "auto: --bf16/--fp16 if given; else under `accelerate launch` its setting (its --mixed_precision or "
+            "help": "auto: --bf16/--fp16 if given; else under `accelerate launch` its setting (its "
+            "--mixed_precision or "
             "config file, else no); otherwise bf16 where the hardware computes it natively (GPUs of compute capability "
             "8.0 or newer, CPUs with AMX or AVX-512 bf16), else no (fp32).",
         },
@@ -48,15 +50,21 @@ def start_finetuning(
     overwriting; settle the mixed precision and print it; seed everything. Returns (model arguments, *script
     arguments, training arguments)."""
     *parsed, output, precision = parse_args(
-        ModelArguments, *script_arguments, _bf16_off_unless_given(training_class), OutputArguments, PrecisionArguments,
+        ModelArguments,
+        *script_arguments,
+        _bf16_off_unless_given(training_class),
+        OutputArguments,
+        PrecisionArguments,
         description=description,
-    )  # fmt: skip
+    )
     training: TrainingArguments = parsed[-1]
     # The class parsed into differs from `training_class` in a default only; the arguments are `training_class` again,
     # as Trainer pickles them (training_args.bin) and TRL's trainers expect them.
     training.__class__ = training_class
     setup_logging(training)
-    check_output_dir(training.output_dir, resume=bool(training.resume_from_checkpoint), overwrite=output.overwrite_output_dir)
+    check_output_dir(
+        training.output_dir, resume=bool(training.resume_from_checkpoint), overwrite=output.overwrite_output_dir
+    )
     chosen = apply_mixed_precision(training, precision.mixed_precision)
     if training.should_log:
         print(chosen)
@@ -91,7 +99,9 @@ def apply_mixed_precision(training: TrainingArguments, requested: str) -> str:
 
 def setup_logging(args: TrainingArguments) -> None:
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)]
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
     )
     level = args.get_process_log_level()
     logging.getLogger().setLevel(level)

@@ -1,4 +1,5 @@
-"""Language-modelling data (pretraining, continued pretraining): raw text in, fixed-length token blocks out, with `datasets`.
+"""Language-modelling data (pretraining, continued pretraining): raw text in, fixed-length token blocks out, with
+`datasets`.
 
     load_text_datasets -> tokenize_documents -> pack_into_blocks -> split_validation
 
@@ -10,13 +11,15 @@ each EOS, which is what makes packed documents invisible to each other in the mo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
-from gptcore.training.text_data import non_blank_lines
 from datasets import Dataset, IterableDataset, load_dataset
+
+from gptcore.training.text_data import non_blank_lines
 
 # The unigram baseline is a reference, not a result: ten million tokens estimate the frequencies that matter
 # well, and the count stays one quick pass however large (or endless, when streamed) the training data is.
@@ -39,22 +42,30 @@ def load_text_datasets(
             raise ValueError("pass either --dataset_name or --train_files/--validation_files, not both")
         raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
         if "train" not in raw:
-            raise ValueError(f"dataset {dataset_name!r} has no 'train' split (it has {sorted(raw)}); pick another dataset")
+            raise ValueError(
+                f"dataset {dataset_name!r} has no 'train' split (it has {sorted(raw)}); pick another dataset"
+            )
         train, validation = raw["train"], raw.get("validation")
     else:
         if not train_files:
-            raise ValueError("no training data: pass --train_files (local text files) or --dataset_name (a Hub dataset)")
+            raise ValueError(
+                "no training data: pass --train_files (local text files) or --dataset_name (a Hub dataset)"
+            )
         data_files = {"train": train_files}
         if validation_files:
             data_files["validation"] = validation_files
         for files in data_files.values():
             for path in files:
                 if not Path(path).is_file():
-                    raise FileNotFoundError(f"text file {path} does not exist; pass existing files to --train_files/--validation_files")
+                    raise FileNotFoundError(
+                        f"text file {path} does not exist; pass existing files to --train_files/--validation_files"
+                    )
                 if next(non_blank_lines(Path(path)), None) is None:
                     raise ValueError(f"text file {path} is empty; pass files with text in them")
         # keep_linebreaks: verse and plays are mostly line breaks; the model should learn them too.
-        raw = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True, streaming=streaming)
+        raw = load_dataset(
+            "text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True, streaming=streaming
+        )
         train, validation = raw["train"], raw.get("validation")
     for name, split in (("train", train), ("validation", validation)):
         columns = split.column_names if split is not None else None
@@ -87,7 +98,9 @@ def pack_into_blocks(
     a block is dropped, once per 1000 documents). `what` names the data in the error for too little text."""
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
-        stream = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in batch["input_ids"]] or [np.zeros(0, np.int64)])
+        stream = np.concatenate(
+            [np.asarray(ids, dtype=np.int64) for ids in batch["input_ids"]] or [np.zeros(0, np.int64)]
+        )
         n_blocks = len(stream) // block_size
         return {"input_ids": stream[: n_blocks * block_size].reshape(n_blocks, block_size).tolist()}
 
@@ -96,7 +109,9 @@ def pack_into_blocks(
         return dataset.map(pack, **kwargs)
     blocks = dataset.map(pack, num_proc=num_proc, desc=f"Packing into blocks of {block_size}", **kwargs)
     if len(blocks) == 0:
-        raise ValueError(f"the {what} text is shorter than one block of {block_size} tokens; add text or lower --block_size")
+        raise ValueError(
+            f"the {what} text is shorter than one block of {block_size} tokens; add text or lower --block_size"
+        )
     return blocks
 
 

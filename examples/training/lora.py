@@ -20,9 +20,13 @@ MERGE_TOLERANCE = 1e-3
 class LoraArguments:
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."}
+    )
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
-    lora_target_modules: str = field(default="c_attn,c_proj,c_fc", metadata={"help": "Comma-separated module names to adapt."})
+    lora_target_modules: str = field(
+        default="c_attn,c_proj,c_fc", metadata={"help": "Comma-separated module names to adapt."}
+    )
 
 
 def lora_config(args: LoraArguments) -> Any:
@@ -47,7 +51,9 @@ def add_lora(model: GPTCoreForCausalLM, args: LoraArguments) -> Any:
 
 
 @torch.no_grad()
-def merge_lora(peft_model: Any, batch: dict[str, torch.Tensor], merged_dir: Path, tokenizer: Any) -> tuple[GPTCoreForCausalLM, float]:
+def merge_lora(
+    peft_model: Any, batch: dict[str, torch.Tensor], merged_dir: Path, tokenizer: Any
+) -> tuple[GPTCoreForCausalLM, float]:
     """Fold the adapters into the weights, save a plain checkpoint, reload it, and check it computes the
     same logits on `batch` as the adapter model (returns the largest absolute difference)."""
     peft_model.eval()
@@ -57,5 +63,7 @@ def merge_lora(peft_model: Any, batch: dict[str, torch.Tensor], merged_dir: Path
     merged = GPTCoreForCausalLM.from_pretrained(merged_dir).to(expected.device).eval()
     difference = (merged(**batch).logits - expected).abs().max().item()
     if difference > MERGE_TOLERANCE:
-        raise RuntimeError(f"the merged model in {merged_dir} differs from the LoRA model by {difference:.2e} in the logits")
+        raise RuntimeError(
+            f"the merged model in {merged_dir} differs from the LoRA model by {difference:.2e} in the logits"
+        )
     return merged, difference

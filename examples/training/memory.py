@@ -177,7 +177,13 @@ def _materialized_bytes(d: Dtypes, attention: str) -> int:
 
 def block_activation_bytes(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
     """Bytes one transformer block keeps for its backward pass, for its attention half and its MLP half."""
-    d, device, attention, batch, seq_len = dtypes(setup.precision), setup.device, setup.attention, setup.batch, setup.seq_len
+    d, device, attention, batch, seq_len = (
+        dtypes(setup.precision),
+        setup.device,
+        setup.attention,
+        setup.batch,
+        setup.seq_len,
+    )
     N, C, I, H = batch * seq_len, shape.n_embd, shape.n_inner, shape.n_head
     scores = batch * H * seq_len * seq_len
     # CPU dropout multiplies by a noise tensor of the input's dtype and keeps it; CUDA keeps a bool mask.
@@ -214,11 +220,18 @@ def block_backward_peak_bytes(shape: Shape, setup: TrainingSetup) -> int:
     dropout) at most three tensors of that size are alive at once: a saved input, the incoming gradient
     and the outgoing one.
     """
-    d, device, attention, batch, seq_len = dtypes(setup.precision), setup.device, setup.attention, setup.batch, setup.seq_len
+    d, device, attention, batch, seq_len = (
+        dtypes(setup.precision),
+        setup.device,
+        setup.attention,
+        setup.batch,
+        setup.seq_len,
+    )
     N, C, I = batch * seq_len, shape.n_embd, shape.n_inner
     saved = block_activation_bytes(shape, setup)
     residual_grads = 2 * d.residual * N * C  # the gradient flowing down the residual stream, and its update
-    # GELU's input and output are saved; backward holds GELU's input, the gradient w.r.t. its output, and w.r.t. its input.
+    # GELU's input and output are saved; backward holds GELU's input, the gradient w.r.t. its output, and w.r.t. its
+    # input.
     mlp = saved["total"] - 2 * d.compute * N * I + 3 * d.compute * N * I
     if _attention_is_fused(shape, attention, device):
         attn = saved["attention"] + 4 * d.compute * N * C  # gradients w.r.t. the kernel output, q, k and v
@@ -325,8 +338,13 @@ def training_memory(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
     largest = setup.lora_r * max(I, 3 * C) if frozen else V * C
     phases = {
         "backward_head": activations + head_backward + autocast_weights,
-        "backward_last_block": kept_blocks - (0 if gradient_checkpointing else block) + last_block + outer
-        + head_grads + autocast_weights + dequantized,
+        "backward_last_block": kept_blocks
+        - (0 if gradient_checkpointing else block)
+        + last_block
+        + outer
+        + head_grads
+        + autocast_weights
+        + dequantized,
         # The embedding backward builds a dense (V, C) gradient before adding it to the existing one.
         "backward_end": gradients + (0 if frozen else d.param * V * C),
         "optimizer_step": gradients + 2 * d.param * largest,

@@ -40,9 +40,11 @@ _MODE_FLAGS = {"qlora-4bit": "load_in_4bit", "qlora-8bit": "load_in_8bit", "int8
 class MemorySavingArguments:
     load_in_4bit: bool = field(
         default=False,
-        metadata={"help": "QLoRA: load the base weights in 4 bits (bitsandbytes nf4, double quantisation), frozen; "
-                  "needs --lora, which trains adapters on top."},
-    )  # fmt: skip
+        metadata={
+            "help": "QLoRA: load the base weights in 4 bits (bitsandbytes nf4, double quantisation), frozen; "
+            "needs --lora, which trains adapters on top."
+        },
+    )
     load_in_8bit: bool = field(
         default=False,
         metadata={"help": "Load the base weights in 8 bits (bitsandbytes LLM.int8), frozen; needs --lora."},
@@ -53,9 +55,11 @@ class MemorySavingArguments:
     )
     galore: bool = field(
         default=False,
-        metadata={"help": "Train all weights with GaLore AdamW: the blocks' matrices keep low-rank optimizer states "
-                  "(--galore_rank); the embeddings (the tied LM head), LayerNorms and biases keep plain AdamW states."},
-    )  # fmt: skip
+        metadata={
+            "help": "Train all weights with GaLore AdamW: the blocks' matrices keep low-rank optimizer states "
+            "(--galore_rank); the embeddings (the tied LM head), LayerNorms and biases keep plain AdamW states."
+        },
+    )
     galore_rank: int = field(default=128, metadata={"help": "Rank of GaLore's gradient projection."})
     galore_update_proj_gap: int = field(default=200, metadata={"help": "Steps between renewing GaLore's projections."})
     galore_scale: float = field(default=0.25, metadata={"help": "Scale of GaLore's low-rank update."})
@@ -196,9 +200,10 @@ def galore_groups(model: nn.Module, rank: int) -> dict[str, list[str]]:
     matches GALORE_TARGETS; every other parameter, the tied token embedding / LM head among them, goes to the
     other group."""
     targets = {
-        f"{name}.weight" for name, module in model.named_modules()
+        f"{name}.weight"
+        for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and re.fullmatch(GALORE_TARGETS, name)
-    }  # fmt: skip
+    }
     if not targets:
         raise ValueError("--galore found none of the blocks' attention/MLP matrices; it needs a gptcore model")
     smallest = min(min(p.shape) for n, p in model.named_parameters() if n in targets)
@@ -229,8 +234,9 @@ def use_galore(model: nn.Module, args: MemorySavingArguments, training: Training
     tied = head is model.get_input_embeddings().weight
     head_text = (
         f"the token embedding, which the tied LM head shares ({' x '.join(map(str, head.shape))})"
-        if tied else f"the token embedding and the untied LM head ({' x '.join(map(str, head.shape))})"
-    )  # fmt: skip
+        if tied
+        else f"the token embedding and the untied LM head ({' x '.join(map(str, head.shape))})"
+    )
     print(
         f"--galore: GaLore AdamW, rank {args.galore_rank}, projections renewed every {args.galore_update_proj_gap} "
         f"steps, on {len(groups['galore'])} block matrices ({count['galore']:,} weights); plain AdamW states for the "

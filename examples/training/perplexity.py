@@ -36,7 +36,9 @@ def sliding_window_nll(model: Any, input_ids: torch.Tensor, max_length: int, str
     return nll_sum, scored, n_windows
 
 
-def perplexity(model: Any, input_ids: torch.Tensor, max_length: int | None = None, stride: int | None = None) -> dict[str, Any]:
+def perplexity(
+    model: Any, input_ids: torch.Tensor, max_length: int | None = None, stride: int | None = None
+) -> dict[str, Any]:
     """Perplexity of (1, T) `input_ids` and how it was computed. Windows of `max_length` tokens (default: the
     model's n_positions) advance by `stride` (default: half a window): stride = max_length gives disjoint
     windows (fast, pessimistic), stride = 1 gives every token full context."""

@@ -32,9 +32,13 @@ def keep_fitting(splits: DatasetDict, fits: Callable[[dict[str, str]], bool], co
     for name, rows in splits.items():
         splits[name] = rows.select([i for i, row in enumerate(rows) if fits(row)])
         if len(splits[name]) < len(rows):
-            logger.warning("%d of %d %s rows left out: they do not %s", len(rows) - len(splits[name]), len(rows), name, condition)
+            logger.warning(
+                "%d of %d %s rows left out: they do not %s", len(rows) - len(splits[name]), len(rows), name, condition
+            )
         if len(splits[name]) == 0:
-            raise ValueError(f"no {name} row is left: none would {condition}; change that length limit or use other data")
+            raise ValueError(
+                f"no {name} row is left: none would {condition}; change that length limit or use other data"
+            )
     return splits
 
 
@@ -47,9 +51,11 @@ def even_eval_batches(training_args: Any, items: int, per_prompt: int = 1) -> in
     size = max(d for d in range(1, prompts_per_batch + 1) if items % d == 0) * per_prompt
     if size != training_args.per_device_eval_batch_size:
         logger.warning(
-            "--per_device_eval_batch_size %d instead of %d: %d test items in equal batches", size,
-            training_args.per_device_eval_batch_size, items * per_prompt,
-        )  # fmt: skip
+            "--per_device_eval_batch_size %d instead of %d: %d test items in equal batches",
+            size,
+            training_args.per_device_eval_batch_size,
+            items * per_prompt,
+        )
     training_args.per_device_eval_batch_size = size
     return size
 
@@ -86,7 +92,14 @@ def write_report(
     card_metrics = {**held_out, "steps": last_step, "train loss": metrics.get("train_loss", float("nan"))}
     note = "Test figures are TRL's metrics on the held-out test split, before and after this training."
     write_run_card(
-        Path(model_dir), title, made_how, model.config.to_dict(), model.num_parameters(), card_metrics, settings, note,
+        Path(model_dir),
+        title,
+        made_how,
+        model.config.to_dict(),
+        model.num_parameters(),
+        card_metrics,
+        settings,
+        note,
         **card_metadata,
     )
     return path

@@ -38,11 +38,14 @@ def load_rows(
         return load_dataset(dataset_name, dataset_config_name, split=split)
     path = Path(data_file)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist; pass the path of a .txt, .csv, .tsv, .json or .jsonl file")
+        raise FileNotFoundError(
+            f"data file {path} does not exist; pass the path of a .txt, .csv, .tsv, .json or .jsonl file"
+        )
     suffix = path.suffix.lower()
     if suffix not in (*_TEXT_SUFFIXES, *_TABLE_SEPARATORS, *_JSON_SUFFIXES):
         raise ValueError(
-            f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl (records)"
+            f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl "
+            "(records)"
         )
     lines = non_blank_lines(path)
     if next(lines, None) is None:
@@ -64,7 +67,9 @@ def load_rows(
             rows = load_dataset("json", data_files=str(path), split="train")
     except (DatasetGenerationError, ValueError) as err:
         cause = err.__cause__ or err
-        raise ValueError(f"cannot read {path} as a {suffix} file ({type(cause).__name__}: {cause}); fix the file or convert it") from err
+        raise ValueError(
+            f"cannot read {path} as a {suffix} file ({type(cause).__name__}: {cause}); fix the file or convert it"
+        ) from err
     if len(rows) == 0:
         raise ValueError(f"data file {path} holds no rows; pass a file with data in it")
     return rows
@@ -101,7 +106,8 @@ def check_json(path: Path) -> None:
                 records.append((f"line {number}", json.loads(line)))
             except json.JSONDecodeError as err:
                 raise ValueError(
-                    f"{path}, line {number}: not valid JSON ({err.msg}); a JSON Lines file holds one complete object per line"
+                    f"{path}, line {number}: not valid JSON ({err.msg}); a JSON Lines file holds one complete object "
+                    "per line"
                 ) from None
     check_records(path, records)
 
@@ -109,7 +115,9 @@ def check_json(path: Path) -> None:
 def check_records(path: Path, records: Iterable[tuple[str, Any]]) -> None:
     for where, record in records:
         if not isinstance(record, dict):
-            raise ValueError(f"{path}, {where}: expected a JSON object (a record with named fields), got {type(record).__name__}")
+            raise ValueError(
+                f"{path}, {where}: expected a JSON object (a record with named fields), got {type(record).__name__}"
+            )
 
 
 def require_columns(rows: Dataset, columns: list[str], source: str) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tests.oracle import TINY_GPT2_CONFIGS, gpt2_config
 from transformers import GPT2LMHeadModel
+
+from tests.oracle import TINY_GPT2_CONFIGS, gpt2_config
 
 OPENAI_TF_TINY = Path(__file__).parent / "fixtures" / "openai_tf_tiny"
 N_LAYER, N_HEAD, N_EMBD, VOCAB, N_POS = (
@@ -94,8 +95,14 @@ def nanogpt_state_dict(bias: bool = True, mask_buffers: bool = False, seed: int 
         "transformer.wte.weight": random_tensor((VOCAB, C), g),
         "transformer.wpe.weight": random_tensor((N_POS, C), g),
     }
-    shapes = {"ln_1": [(C,)], "attn.c_attn": [(3 * C, C)], "attn.c_proj": [(C, C)], "ln_2": [(C,)],
-              "mlp.c_fc": [(4 * C, C)], "mlp.c_proj": [(C, 4 * C)]}  # fmt: skip
+    shapes = {
+        "ln_1": [(C,)],
+        "attn.c_attn": [(3 * C, C)],
+        "attn.c_proj": [(C, C)],
+        "ln_2": [(C,)],
+        "mlp.c_fc": [(4 * C, C)],
+        "mlp.c_proj": [(C, 4 * C)],
+    }
     for i in range(N_LAYER):
         for module, (weight_shape,) in shapes.items():
             sd[f"transformer.h.{i}.{module}.weight"] = random_tensor(weight_shape, g) + (1.0 if "ln" in module else 0.0)
@@ -164,8 +171,15 @@ def nanogpt_source(folder: Path) -> Source:
 
 
 def book_config(qkv_bias: bool = True) -> dict:
-    return {"vocab_size": VOCAB, "context_length": N_POS, "emb_dim": N_EMBD, "n_heads": N_HEAD,
-            "n_layers": N_LAYER, "drop_rate": 0.0, "qkv_bias": qkv_bias}  # fmt: skip
+    return {
+        "vocab_size": VOCAB,
+        "context_length": N_POS,
+        "emb_dim": N_EMBD,
+        "n_heads": N_HEAD,
+        "n_layers": N_LAYER,
+        "drop_rate": 0.0,
+        "qkv_bias": qkv_bias,
+    }
 
 
 def book_state_dict(qkv_bias: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -77,7 +77,8 @@ def test_cli_in_process_with_model_config_and_errors(tmp_path, capsys):
 
 
 def test_chat_template_travels_with_the_tokenizer(tmp_path):
-    """An instruction-tuned folder keeps its chat template through conversion (transformers 5 stores it in its own file)."""
+    """An instruction-tuned folder keeps its chat template through conversion (transformers 5 stores it in its own
+    file)."""
     from transformers import AutoTokenizer
 
     from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM

@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from gptcore.conversion import FORMATS, convert, detect_format
 from gptcore.conversion.hf_gpt2 import from_hf_gpt2
-from gptcore.conversion.llms_from_scratch import BOOK_MODELS, book_config as resolve_book_config, config_from_book
+from gptcore.conversion.llms_from_scratch import BOOK_MODELS, config_from_book
+from gptcore.conversion.llms_from_scratch import book_config as resolve_book_config
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.modeling.gpt2_checkpoint import expected_shapes
 from tests.conversion.support import (
@@ -37,7 +38,6 @@ from tests.conversion.support import (
     tiny_gpt2,
     token_ids,
 )
-
 
 # --- hf-gpt2 --------------------------------------------------------------------------------------
 
@@ -67,13 +67,26 @@ def test_hf_gpt2_parity(tmp_path, layout):
 
 # config.json of the published checkpoints (openai-community/gpt2, -medium, -large, -xl, distilbert/distilgpt2)
 _GPT2_COMMON = {
-    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1, "bos_token_id": 50256,
-    "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
-    "model_type": "gpt2", "n_ctx": 1024, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": None,
-    "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
-    "summary_use_proj": True, "vocab_size": 50257,
+    "activation_function": "gelu_new",
+    "architectures": ["GPT2LMHeadModel"],
+    "attn_pdrop": 0.1,
+    "bos_token_id": 50256,
+    "embd_pdrop": 0.1,
+    "eos_token_id": 50256,
+    "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05,
+    "model_type": "gpt2",
+    "n_ctx": 1024,
+    "n_positions": 1024,
+    "resid_pdrop": 0.1,
+    "summary_activation": None,
+    "summary_first_dropout": 0.1,
+    "summary_proj_to_labels": True,
+    "summary_type": "cls_index",
+    "summary_use_proj": True,
+    "vocab_size": 50257,
     "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
-}  # fmt: skip
+}
 PUBLISHED = {
     "gpt2": dict(n_embd=768, n_layer=12, n_head=12),
     "gpt2-medium": dict(n_embd=1024, n_layer=24, n_head=16, n_special=0, predict_special_tokens=True),

@@ -15,9 +15,15 @@ from tests.conversion.support import N_EMBD, N_HEAD, N_LAYER, N_POS, TOL, VOCAB,
 
 def tiny_gptcore(**overrides) -> GPTCoreForCausalLM:
     config = GPTCoreConfig(
-        vocab_size=VOCAB, n_positions=N_POS, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
-        bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, **overrides,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        n_positions=N_POS,
+        n_embd=N_EMBD,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+        **overrides,
+    )
     return randomize(GPTCoreForCausalLM(config), seed=7)
 
 

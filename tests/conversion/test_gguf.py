@@ -26,14 +26,34 @@ GPT2_VOCAB = 50257
 VOCAB = 320  # most tests: a small trained tokenizer (< 290 tokens) and a vocabulary padded past it; GGUFReader takes
 # seconds to parse GPT-2's 50,257 tokens and 50,000 merges, so only the tokenizer test and llama.cpp's use them
 # What llama.cpp's GPT-2 loader (src/models/gpt2.cpp) asks for, per block and for the whole model.
-BLOCK_TENSORS = ["attn_norm.weight", "attn_norm.bias", "attn_qkv.weight", "attn_qkv.bias", "attn_output.weight",
-                 "attn_output.bias", "ffn_norm.weight", "ffn_norm.bias", "ffn_up.weight", "ffn_up.bias",
-                 "ffn_down.weight", "ffn_down.bias"]  # fmt: skip
+BLOCK_TENSORS = [
+    "attn_norm.weight",
+    "attn_norm.bias",
+    "attn_qkv.weight",
+    "attn_qkv.bias",
+    "attn_output.weight",
+    "attn_output.bias",
+    "ffn_norm.weight",
+    "ffn_norm.bias",
+    "ffn_up.weight",
+    "ffn_up.bias",
+    "ffn_down.weight",
+    "ffn_down.bias",
+]
 MODEL_TENSORS = ["token_embd.weight", "position_embd.weight", "output_norm.weight", "output_norm.bias"]
 # GGUF module name -> transformers GPT-2's; the four Conv1D modules store their matrices as (in, out).
-HF_NAMES = {"token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f",
-            "output": "lm_head", "attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj",
-            "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}  # fmt: skip
+HF_NAMES = {
+    "token_embd": "transformer.wte",
+    "position_embd": "transformer.wpe",
+    "output_norm": "transformer.ln_f",
+    "output": "lm_head",
+    "attn_norm": "ln_1",
+    "attn_qkv": "attn.c_attn",
+    "attn_output": "attn.c_proj",
+    "ffn_norm": "ln_2",
+    "ffn_up": "mlp.c_fc",
+    "ffn_down": "mlp.c_proj",
+}
 CONV1D = ("attn_qkv", "attn_output", "ffn_up", "ffn_down")
 
 

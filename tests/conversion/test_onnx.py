@@ -23,9 +23,15 @@ TOL = 1e-4  # ONNX Runtime fuses and reorders float32 sums differently
 
 def tiny_gptcore() -> GPTCoreForCausalLM:
     config = GPTCoreConfig(
-        vocab_size=VOCAB, n_positions=N_POS, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
-        bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        n_positions=N_POS,
+        n_embd=N_EMBD,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+        tie_word_embeddings=False,
+    )
     return randomize(GPTCoreForCausalLM(config), seed=3)
 
 

@@ -13,15 +13,12 @@ import json
 import logging
 import os
 import re
-import statistics
 import stat
+import statistics
 
 import pytest
 import torch
 import transformers
-from tests.oracle import gpt2_config, save_random_gpt2
-from tests.processes import run_example_in_process
-
 from benchmarking import benchmark, llama_cpp
 from benchmarking.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit, tensor_bytes
 from benchmarking.benchmark import (
@@ -37,8 +34,11 @@ from benchmarking.llama_cpp import find_llama_tool, run_llama_bench
 from benchmarking.profiling import operator_table
 from benchmarking.report import met_or_not, report_rows
 from benchmarking.timing import StepClock, Timer, timing_summary
+
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.training import runtime
+from tests.oracle import gpt2_config, save_random_gpt2
+from tests.processes import run_example_in_process
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 128, "n_positions": 64}
 
@@ -78,16 +78,25 @@ def test_the_first_differing_generated_position_is_reported():
 
 def test_goals_are_met_at_the_target_and_beyond():
     assert met_or_not(1.15, 1.15) == "met" and met_or_not(1.1, 1.15) == "NOT met"
-    assert met_or_not(0.9, 1.0, higher_is_better=False) == "met" and met_or_not(1.1, 1.0, higher_is_better=False) == "NOT met"
+    assert (
+        met_or_not(0.9, 1.0, higher_is_better=False) == "met"
+        and met_or_not(1.1, 1.0, higher_is_better=False) == "NOT met"
+    )
     assert met_or_not(None, 1.0) == "n/a"
 
 
 def test_sizes_are_the_presets_with_gpt2s_vocabulary(tmp_path):
     assert config_fields("small") == {"vocab_size": 50257, "n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 256}
     assert config_fields("gpt2", dropout=0.0) == {
-        "vocab_size": 50257, "n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024,
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-    }  # fmt: skip
+        "vocab_size": 50257,
+        "n_layer": 12,
+        "n_head": 12,
+        "n_embd": 768,
+        "n_positions": 1024,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+    }
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
     assert config_fields(str(tmp_path / "tiny.json")) == TINY
     with pytest.raises(FileNotFoundError, match="neither a model size .*cpu-small, small, gpt2"):
@@ -110,12 +119,45 @@ def test_runs_on_a_tiny_config_and_reports_what_it_measured(tmp_path, monkeypatc
     out = tmp_path / "out.json"
     run_example_in_process(
         "benchmark.py",
-        "--config", str(config), "--threads", "1", "--batch", "2", "--seq", "16", "--train-warmup", "1",
-        "--train-steps", "2", "--memory-steps", "1", "--prompt", "4", "--new-tokens", "3", "--gen-batches", "1", "2",
-        "--gen-warmup", "0", "--gen-repeats", "1", "--peak-size", "128", "--skip", "compile", "int8",
-        "--precisions", "fp32", "--bandwidth-mib", "16", "--profile", "--json", str(out),
+        "--config",
+        str(config),
+        "--threads",
+        "1",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--train-warmup",
+        "1",
+        "--train-steps",
+        "2",
+        "--memory-steps",
+        "1",
+        "--prompt",
+        "4",
+        "--new-tokens",
+        "3",
+        "--gen-batches",
+        "1",
+        "2",
+        "--gen-warmup",
+        "0",
+        "--gen-repeats",
+        "1",
+        "--peak-size",
+        "128",
+        "--skip",
+        "compile",
+        "int8",
+        "--precisions",
+        "fp32",
+        "--bandwidth-mib",
+        "16",
+        "--profile",
+        "--json",
+        str(out),
         monkeypatch=monkeypatch,
-    )  # fmt: skip
+    )
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["config"] == TINY and result["device"] == "cpu" and "compile" not in result and "int8" not in result
@@ -129,7 +171,9 @@ def test_runs_on_a_tiny_config_and_reports_what_it_measured(tmp_path, monkeypatc
         times = train[key]["times_s"]
         assert len(times) == 2 and train[key]["median_s"] == statistics.median(times)
         assert train[key]["per_s"] == pytest.approx(32 / statistics.median(times))
-        assert train[key]["mfu"] == pytest.approx(train["flops_per_token"] * train[key]["per_s"] / (result["peak"]["fp32"]["gflops"] * 1e9))
+        assert train[key]["mfu"] == pytest.approx(
+            train["flops_per_token"] * train[key]["per_s"] / (result["peak"]["fp32"]["gflops"] * 1e9)
+        )
     assert train["ratio"] == pytest.approx(train["ours"]["per_s"] / train["ref"]["per_s"])
     assert re.search(rf"^train tokens/s .* {train['ratio']:.2f}x ", printed, re.M)  # the table shows the JSON's ratio
 
@@ -146,16 +190,22 @@ def test_runs_on_a_tiny_config_and_reports_what_it_measured(tmp_path, monkeypatc
             assert gen[key]["per_s"] == pytest.approx(gen["batch"] * 3 / gen[key]["median_s"])
         assert gen["ratio"] == pytest.approx(gen["ours"]["per_s"] / gen["ref"]["per_s"])
     b1 = result["generate"][0]
-    assert b1["limit"]["limit_ms_per_step"] == pytest.approx(1e3 * b1["bytes_per_step"] / result["bandwidth"]["bytes_per_s"])
+    assert b1["limit"]["limit_ms_per_step"] == pytest.approx(
+        1e3 * b1["bytes_per_step"] / result["bandwidth"]["bytes_per_s"]
+    )
     for key in ("ours", "ref"):  # 3 new tokens: the first comes from the prefill, two decoding steps are timed
         assert 0 < b1[key]["decode_ms_per_step"] < 1e3 * b1[key]["median_s"]
-        assert b1[key]["fraction_of_limit"] == pytest.approx(b1["limit"]["limit_ms_per_step"] / b1[key]["decode_ms_per_step"])
+        assert b1[key]["fraction_of_limit"] == pytest.approx(
+            b1["limit"]["limit_ms_per_step"] / b1[key]["decode_ms_per_step"]
+        )
     assert "share of the weight-streaming limit" in printed
 
     profile = result["profile"]["fp32"]  # --profile: gptcore's operators by self time
     for part, unit in (("train", "step"), ("generate", "new token")):
         rows = profile[part]["rows"]
-        assert profile[part]["unit"] == unit and [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
+        assert profile[part]["unit"] == unit and [row["ms"] for row in rows] == sorted(
+            (row["ms"] for row in rows), reverse=True
+        )
         assert 0 < sum(row["ms"] for row in rows) <= profile[part]["ms_total"] * (1 + 1e-9)
     assert any(row["op"] in ("aten::mm", "aten::addmm") for row in profile["train"]["rows"])
     assert "gptcore train step (2x16, fp32): operators' self time" in printed
@@ -164,7 +214,9 @@ def test_runs_on_a_tiny_config_and_reports_what_it_measured(tmp_path, monkeypatc
 
 def test_the_operator_table_counts_per_unit_of_work():
     a = torch.randn(64, 64)
-    table = operator_table(lambda: (torch.mm(a, a), torch.mm(a, a), torch.relu(a)), repeats=3, device=torch.device("cpu"), per=2)
+    table = operator_table(
+        lambda: (torch.mm(a, a), torch.mm(a, a), torch.relu(a)), repeats=3, device=torch.device("cpu"), per=2
+    )
     rows = {row["op"]: row for row in table["rows"]}
     assert rows["aten::mm"]["calls"] == 1 and rows["aten::relu"]["calls"] == 0.5  # two products, one relu per 2 units
     assert table["unit"] == "new token" and sum(row["share"] for row in table["rows"]) == pytest.approx(1)
@@ -178,7 +230,9 @@ def test_decode_bytes_are_every_weight_once_one_embedding_row_and_the_kv_cache(t
     L, C, V = 2, 48, 101  # tests.oracle's base config
     ref = save_random_gpt2(tmp_path, gpt2_config())
     ours = GPTCoreForCausalLM.from_pretrained(tmp_path)
-    block = (2 * C) + (3 * C * C + 3 * C) + (C * C + C) + (2 * C) + (4 * C * C + 4 * C) + (4 * C * C + C)  # ln_1, attn, ln_2, mlp
+    block = (
+        (2 * C) + (3 * C * C + 3 * C) + (C * C + C) + (2 * C) + (4 * C * C + 4 * C) + (4 * C * C + C)
+    )  # ln_1, attn, ln_2, mlp
     weights = L * block + 2 * C + V * C + C  # blocks, ln_f, the tied head (wte read whole), one wpe row
     kv = 2 * L * 10.5 * C  # keys and values of 10.5 cached tokens on average, every layer
     for model in (ours, ref):
@@ -214,11 +268,20 @@ def test_the_limit_is_the_bytes_over_the_measured_bandwidth():
 
 
 def test_the_report_puts_each_decode_step_next_to_the_limit():
-    gen = {"batch": 1, "precision": "fp32", "ratio": 1.0, "ours": {"per_s": 40.0}, "ref": {"per_s": 30.0}, "bytes_per_step": 500_000_000}
+    gen = {
+        "batch": 1,
+        "precision": "fp32",
+        "ratio": 1.0,
+        "ours": {"per_s": 40.0},
+        "ref": {"per_s": 30.0},
+        "bytes_per_step": 500_000_000,
+    }
     gen["ours"]["decode_ms_per_step"], gen["ref"]["decode_ms_per_step"] = 31.25, 50.0
     results = {"config_name": "gpt2", "args": {}, "generate": [gen], "bandwidth": {"bytes_per_s": 20e9}}
     benchmark.add_limits(results)
-    assert gen["ours"]["fraction_of_limit"] == pytest.approx(0.8) and gen["ref"]["fraction_of_limit"] == pytest.approx(0.5)
+    assert gen["ours"]["fraction_of_limit"] == pytest.approx(0.8) and gen["ref"]["fraction_of_limit"] == pytest.approx(
+        0.5
+    )
     table = "\n".join(" ".join(row) for row in report_rows(results, torch.device("cpu")))
     assert "limit 25.00 ms: 500 MB/step" in table and "80%" in table and ">= 70% met" in table
 
@@ -268,7 +331,11 @@ def test_different_tokens_stop_the_benchmark_unless_they_are_a_tie(tmp_path):
     with torch.no_grad():  # now the two tokens are tied exactly in the model both sides use
         models["ours"].lm_head.weight[wrong[0, 5]] = models["ours"].lm_head.weight[tokens[0, 5]]
     result = check_same_tokens(models, {"ours": tokens, "ref": wrong}, 4, "fp32")
-    assert result["same_tokens"] is False and result["first_different_position"] == 1 and result["tie"]["relative_gap"] == 0
+    assert (
+        result["same_tokens"] is False
+        and result["first_different_position"] == 1
+        and result["tie"]["relative_gap"] == 0
+    )
 
 
 def test_the_step_clock_times_decoding_steps_not_the_prefill():
@@ -285,8 +352,10 @@ def fake_llama_bench(folder, rates=(600.0, 45.0)):
     """A stand-in for llama.cpp's llama-bench that prints its JSON output (one prompt and one decoding test)."""
     (folder / "build" / "bin").mkdir(parents=True)
     tool = folder / "build" / "bin" / "llama-bench"
-    tests = [{"n_prompt": 32, "n_gen": 0, "avg_ts": rates[0], "build_commit": "abc1234"},
-             {"n_prompt": 0, "n_gen": 64, "avg_ts": rates[1], "build_commit": "abc1234"}]  # fmt: skip
+    tests = [
+        {"n_prompt": 32, "n_gen": 0, "avg_ts": rates[0], "build_commit": "abc1234"},
+        {"n_prompt": 0, "n_gen": 64, "avg_ts": rates[1], "build_commit": "abc1234"},
+    ]
     tool.write_text(f"#!/bin/sh\necho '{json.dumps(tests)}'\n")
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     return tool
@@ -303,9 +372,23 @@ def test_llama_bench_is_found_in_a_build_folder_and_its_json_read(tmp_path):
 
 def test_a_missing_llama_bench_is_a_clear_error(tmp_path):
     settings = BenchmarkSettings(
-        batch=1, seq=8, train_warmup=0, train_steps=1, memory_steps=1, prompt=4, new_tokens=3, gen_batches=[1],
-        compile_batches=[], gen_warmup=0, gen_repeats=1, peak_size=64, threads=1, seed=0, skip=[], llama_cpp=str(tmp_path),
-    )  # fmt: skip
+        batch=1,
+        seq=8,
+        train_warmup=0,
+        train_steps=1,
+        memory_steps=1,
+        prompt=4,
+        new_tokens=3,
+        gen_batches=[1],
+        compile_batches=[],
+        gen_warmup=0,
+        gen_repeats=1,
+        peak_size=64,
+        threads=1,
+        seed=0,
+        skip=[],
+        llama_cpp=str(tmp_path),
+    )
     with pytest.raises(FileNotFoundError, match="no llama-bench there"):
         llama_cpp.bench_llama_cpp(str(tmp_path), settings, Timer(torch.device("cpu")), None)
 
@@ -317,9 +400,23 @@ def test_llama_cpp_rows_from_gguf_files_of_the_same_weights(tmp_path, monkeypatc
     checkpoint = tmp_path / "model"
     save_random_gpt2(checkpoint, gpt2_config(vocab_size=50257, n_embd=32, n_layer=2, n_head=2))
     settings = BenchmarkSettings(
-        batch=1, seq=8, train_warmup=0, train_steps=1, memory_steps=1, prompt=4, new_tokens=4, gen_batches=[1],
-        compile_batches=[], gen_warmup=0, gen_repeats=2, peak_size=64, threads=1, seed=0, skip=[], llama_cpp=str(tool),
-    )  # fmt: skip
+        batch=1,
+        seq=8,
+        train_warmup=0,
+        train_steps=1,
+        memory_steps=1,
+        prompt=4,
+        new_tokens=4,
+        gen_batches=[1],
+        compile_batches=[],
+        gen_warmup=0,
+        gen_repeats=2,
+        peak_size=64,
+        threads=1,
+        seed=0,
+        skip=[],
+        llama_cpp=str(tool),
+    )
     ours = benchmark.load_for_benchmark("ours", checkpoint, "cpu")
     result = llama_cpp.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
     assert set(result) >= {"f32", "bf16"} and "q8_0" not in result  # no llama-quantize beside the fake llama-bench
@@ -327,7 +424,9 @@ def test_llama_cpp_rows_from_gguf_files_of_the_same_weights(tmp_path, monkeypatc
     matrices, vectors = L * 12 * C * C + V * C, L * 13 * C + 2 * C + C  # wpe: one row
     assert result["f32"]["bytes_per_step"] == 4 * (matrices + vectors) + 2 * L * 2 * C * 2  # f16 KV of 2 tokens
     assert result["bf16"]["bytes_per_step"] == 2 * matrices + 4 * vectors + 2 * L * 2 * C * 2
-    assert result["f32"]["decode_tokens_per_s"] == 45.0 and result["f32"]["decode_ms_per_step"] == pytest.approx(1e3 / 45)
+    assert result["f32"]["decode_tokens_per_s"] == 45.0 and result["f32"]["decode_ms_per_step"] == pytest.approx(
+        1e3 / 45
+    )
     results = {"config_name": "x", "args": {}, "llama_cpp": result, "bandwidth": {"bytes_per_s": 1e9}}
     benchmark.add_limits(results)
     assert result["f32"]["fraction_of_limit"] == pytest.approx(result["f32"]["bytes_per_step"] / 1e9 * 45)
@@ -342,10 +441,23 @@ def test_a_real_llama_bench_on_gguf_files_of_the_same_weights(tmp_path, restore_
     checkpoint = tmp_path / "model"
     save_random_gpt2(checkpoint, gpt2_config(vocab_size=50257, n_embd=32, n_layer=2, n_head=2))
     settings = BenchmarkSettings(
-        batch=1, seq=8, train_warmup=0, train_steps=1, memory_steps=1, prompt=4, new_tokens=4, gen_batches=[1],
-        compile_batches=[], gen_warmup=0, gen_repeats=1, peak_size=64, threads=1, seed=0, skip=[],
+        batch=1,
+        seq=8,
+        train_warmup=0,
+        train_steps=1,
+        memory_steps=1,
+        prompt=4,
+        new_tokens=4,
+        gen_batches=[1],
+        compile_batches=[],
+        gen_warmup=0,
+        gen_repeats=1,
+        peak_size=64,
+        threads=1,
+        seed=0,
+        skip=[],
         llama_cpp=os.environ["GPTCORE_LLAMA_CPP"],
-    )  # fmt: skip
+    )
     ours = benchmark.load_for_benchmark("ours", checkpoint, "cpu")
     result = llama_cpp.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
     assert {"f32", "bf16", "q8_0"} <= set(result) and result["build"]  # llama-quantize sits beside llama-bench

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from tests.processes import run_example, run_example_in_process
 from torch.utils.flop_counter import FlopCounterMode
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
 from gptcore.training.memory import format_bytes
+from tests.processes import run_example, run_example_in_process
 
 
 def estimate(tmp_path, overrides: str, *args: str, monkeypatch=None) -> dict:
@@ -27,7 +27,15 @@ def estimate(tmp_path, overrides: str, *args: str, monkeypatch=None) -> dict:
 @pytest.mark.parametrize("tied", [True, False])
 def test_params_flops_and_kv_cache_are_exact(tied, tmp_path, monkeypatch):
     fields = dict(
-        n_layer=3, n_head=4, n_embd=64, n_inner=96, vocab_size=1000, n_positions=64, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=0
+        n_layer=3,
+        n_head=4,
+        n_embd=64,
+        n_inner=96,
+        vocab_size=1000,
+        n_positions=64,
+        tie_word_embeddings=tied,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     overrides = ",".join(f"{k}={v}" for k, v in fields.items())
     result = estimate(tmp_path, overrides, "--batch_size", "2", "--seq_len", "64", monkeypatch=monkeypatch)
@@ -42,13 +50,17 @@ def test_params_flops_and_kv_cache_are_exact(tied, tmp_path, monkeypatch):
     assert result["flops_per_token"]["forward"] == counter.get_total_flops() / 64
 
     with torch.no_grad():
-        cache = model.generate(ids[:, :40].repeat(2, 1), max_new_tokens=8, do_sample=False, return_dict_in_generate=True).past_key_values
+        cache = model.generate(
+            ids[:, :40].repeat(2, 1), max_new_tokens=8, do_sample=False, return_dict_in_generate=True
+        ).past_key_values
     cached_bytes = sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
     fp32 = next(r for r in result["inference"] if r["precision"] == "fp32")
     assert cached_bytes == fp32["kv_cache_per_token"] * 2 * cache.get_seq_length()
 
 
-@pytest.mark.parametrize(("args", "params"), [((), 124_439_808), (("--config", "gpt2-medium"), 354_823_168)], ids=["default", "gpt2-medium"])
+@pytest.mark.parametrize(
+    ("args", "params"), [((), 124_439_808), (("--config", "gpt2-medium"), 354_823_168)], ids=["default", "gpt2-medium"]
+)
 def test_the_default_is_gpt2_small_and_config_names_a_size(args, params, tmp_path, monkeypatch):
     out = tmp_path / "estimate.json"
     run_example_in_process("estimate.py", *args, "--output_json", str(out), monkeypatch=monkeypatch)
@@ -72,9 +84,20 @@ def test_sizes_are_shown_in_the_unit_that_keeps_their_digits():
 )
 def test_training_peak_memory_matches_measurement(overrides, batch_size, seq_len, checkpointing, tmp_path):
     result = estimate(
-        tmp_path, overrides, "--batch_size", batch_size, "--seq_len", seq_len, "--precision", "fp32",
-        "--checkpointing", checkpointing, "--device", "cpu", "--measure",
-    )  # fmt: skip
+        tmp_path,
+        overrides,
+        "--batch_size",
+        batch_size,
+        "--seq_len",
+        seq_len,
+        "--precision",
+        "fp32",
+        "--checkpointing",
+        checkpointing,
+        "--device",
+        "cpu",
+        "--measure",
+    )
     rows = result["training"]
     assert len(rows) == (2 if checkpointing == "both" else 1)
     for row in rows:

@@ -9,11 +9,11 @@ import math
 
 import pytest
 import torch
-from tests.oracle import gpt2_config, save_random_gpt2
-from tests.processes import REPO_ROOT, run_example, run_example_in_process
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.tokenization import gpt2_tokenizer
+from tests.oracle import gpt2_config, save_random_gpt2
+from tests.processes import REPO_ROOT, run_example, run_example_in_process
 
 ALICE = REPO_ROOT / "examples" / "data" / "corpus" / "alice29.txt"
 SHORT_TEXT = "Alice was beginning to get very tired of sitting by her sister on the bank.\n\nSo she was considering."
@@ -50,14 +50,18 @@ def reference_nll(model, ids: torch.Tensor, max_length: int, stride: int) -> tup
         context = ids[begin:t]
         assert 1 <= context.numel() <= max_length and context.numel() >= min(t, max_length - stride + 1)
         if begin not in log_probs:  # causal: position i of ids[begin:begin + max_length] sees ids[begin:begin + i + 1]
-            log_probs[begin] = torch.log_softmax(model(ids[None, begin : begin + max_length]).logits[0].double(), dim=-1)
+            log_probs[begin] = torch.log_softmax(
+                model(ids[None, begin : begin + max_length]).logits[0].double(), dim=-1
+            )
         nll -= log_probs[begin][context.numel() - 1, ids[t]].item()
         count += 1
     return nll, count
 
 
 @pytest.mark.parametrize("stride", [6, 4, 1], ids=["stride=window", "stride<window", "stride=1"])
-def test_every_token_after_the_first_is_scored_once_as_transformers_gpt2_scores_it(gpt2_folder, stride, tmp_path, monkeypatch):
+def test_every_token_after_the_first_is_scored_once_as_transformers_gpt2_scores_it(
+    gpt2_folder, stride, tmp_path, monkeypatch
+):
     folder, reference = gpt2_folder
     text = tmp_path / "short.txt"
     text.write_text(SHORT_TEXT)
@@ -65,7 +69,17 @@ def test_every_token_after_the_first_is_scored_once_as_transformers_gpt2_scores_
     n = ids.size(1)
     assert n > 3 * 6  # several windows of 6 tokens
 
-    result = perplexity(folder, tmp_path, "--text_file", str(text), "--max_length", "6", "--stride", str(stride), monkeypatch=monkeypatch)
+    result = perplexity(
+        folder,
+        tmp_path,
+        "--text_file",
+        str(text),
+        "--max_length",
+        "6",
+        "--stride",
+        str(stride),
+        monkeypatch=monkeypatch,
+    )
     nll, count = reference_nll(reference, ids, max_length=6, stride=stride)
     assert result["tokens"] == n and count == n - 1
     assert result["tokens_scored"] == n - 1  # stride = window used to skip the first token of every window
@@ -88,7 +102,16 @@ def test_one_window_holding_the_whole_text_is_a_single_forward_pass(tiny_gptcore
 
 def test_overlapping_stride_on_a_long_text(tiny_gptcore_checkpoint, tmp_path):
     result = perplexity(
-        tiny_gptcore_checkpoint, tmp_path, "--text_file", str(ALICE), "--max_tokens", "300", "--max_length", "64", "--stride", "16"
+        tiny_gptcore_checkpoint,
+        tmp_path,
+        "--text_file",
+        str(ALICE),
+        "--max_tokens",
+        "300",
+        "--max_length",
+        "64",
+        "--stride",
+        "16",
     )
     # Every token but the first is predicted exactly once, whatever the stride; windows start every 16 tokens
     # until one reaches the last token (a window of 64 tokens predicts the 64 tokens after its first).

@@ -10,12 +10,12 @@ from collections import Counter
 
 import pytest
 import torch
-from tests.examples.trainer_flags import QUIET_TRAINER
-from tests.processes import EXAMPLES, run_example, run_example_in_process
 from transformers import AutoTokenizer
 
 from gptcore.modeling import GPTCoreForCausalLM, GPTCoreForSequenceClassification
 from gptcore.training.classification_data import ClassificationDataArguments, load_classification_splits
+from tests.examples.trainer_flags import QUIET_TRAINER
+from tests.processes import EXAMPLES, run_example, run_example_in_process
 
 SMS = EXAMPLES / "data" / "finetune" / "sms_spam_collection.tsv"
 COMMON = ["--max_length", "32", "--per_device_eval_batch_size", "64", *QUIET_TRAINER]
@@ -40,7 +40,12 @@ def accuracy_and_spam_f1(folder, texts: list[str], labels: list[int], max_length
     """Scored here from the saved classifier's own predictions, one text at a time (no padding at all)."""
     model = GPTCoreForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    predicted = [model(tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length).input_ids).logits.argmax().item() for t in texts]
+    predicted = [
+        model(tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length).input_ids)
+        .logits.argmax()
+        .item()
+        for t in texts
+    ]
     hits = sum(p == y for p, y in zip(predicted, labels))
     both_spam = sum(p == y == 1 for p, y in zip(predicted, labels))
     return hits / len(labels), 2 * both_spam / (predicted.count(1) + labels.count(1))
@@ -51,21 +56,31 @@ def test_sms_spam_last_block_only(tiny_gptcore_checkpoint, tmp_path):
     out = tmp_path / "spam"
     result = run_example(
         "finetune_classification.py",
-        "--model_name_or_path", str(tiny_gptcore_checkpoint),
+        "--model_name_or_path",
+        str(tiny_gptcore_checkpoint),
         "--train_last_block_only",
-        "--max_steps", "4",
-        "--per_device_train_batch_size", "8",
-        "--learning_rate", "1e-3",
-        "--output_dir", str(out),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "1e-3",
+        "--output_dir",
+        str(out),
         *COMMON,
-    )  # fmt: skip
-    printed = {m[0]: (int(m[1]), int(m[2]), int(m[3])) for m in re.findall(r"^(\w+): (\d+) rows, (\d+) ham, (\d+) spam", result.stdout, re.M)}
+    )
+    printed = {
+        m[0]: (int(m[1]), int(m[2]), int(m[3]))
+        for m in re.findall(r"^(\w+): (\d+) rows, (\d+) ham, (\d+) spam", result.stdout, re.M)
+    }
     expected = expected_sms_split()
     assert {split: rows for split, (rows, _, _) in printed.items()} == expected
     assert sum(ham for _, ham, _ in printed.values()) == sum(spam for _, _, spam in printed.values())  # balanced
 
     # The reported test figures are those of the saved model's predictions on the test split (seed 42, the default).
-    test = load_classification_splits(ClassificationDataArguments(), seed=42, default_file=SMS, default_file_columns=["label", "text"])["test"]
+    test = load_classification_splits(
+        ClassificationDataArguments(), seed=42, default_file=SMS, default_file_columns=["label", "text"]
+    )["test"]
     assert len(test) == expected["test"]
     accuracy, f1 = accuracy_and_spam_f1(out, test["text"], test["label"], max_length=32)
     reported = json.loads((out / "test_results.json").read_text())
@@ -94,20 +109,33 @@ def test_any_labeled_csv_with_separate_held_out_files(tiny_gptcore_checkpoint, t
     out = tmp_path / "reviews"
     run_example_in_process(
         "finetune_classification.py",
-        "--model_name_or_path", str(tiny_gptcore_checkpoint),
-        "--data_file", str(tmp_path / "train.csv"),
-        "--validation_file", str(tmp_path / "val.csv"),
-        "--test_file", str(tmp_path / "test.csv"),
-        "--text_column", "review",
-        "--label_column", "sentiment",
+        "--model_name_or_path",
+        str(tiny_gptcore_checkpoint),
+        "--data_file",
+        str(tmp_path / "train.csv"),
+        "--validation_file",
+        str(tmp_path / "val.csv"),
+        "--test_file",
+        str(tmp_path / "test.csv"),
+        "--text_column",
+        "review",
+        "--label_column",
+        "sentiment",
         "--no_deduplicate",
-        "--max_steps", "20",
-        "--learning_rate", "1e-2",
-        "--output_dir", str(out),
+        "--max_steps",
+        "20",
+        "--learning_rate",
+        "1e-2",
+        "--output_dir",
+        str(out),
         *COMMON,
         monkeypatch=monkeypatch,
-    )  # fmt: skip
+    )
     assert "train: 30 rows, 10 negative, 10 neutral, 10 positive" in capsys.readouterr().out
-    assert GPTCoreForSequenceClassification.from_pretrained(out).config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert GPTCoreForSequenceClassification.from_pretrained(out).config.id2label == {
+        0: "negative",
+        1: "neutral",
+        2: "positive",
+    }
     metrics = json.loads((out / "test_results.json").read_text())
     assert metrics["test_accuracy"] == 1.0 and metrics["test_f1"] == 1.0, metrics  # chance is 1/3

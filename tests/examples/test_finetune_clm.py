@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.examples.trainer_flags import QUIET_TRAINER
-from tests.processes import run_example
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.tokenization import gpt2_tokenizer
 from gptcore.training.clm_data import TextDataArguments, causal_lm_collator, load_text_blocks
+from tests.examples.trainer_flags import QUIET_TRAINER
+from tests.processes import run_example
 
-PARAGRAPHS = ["The first paragraph, short.", "A second one,\nover two lines.", "Third and last: a little longer than the others."]
+PARAGRAPHS = [
+    "The first paragraph, short.",
+    "A second one,\nover two lines.",
+    "Third and last: a little longer than the others.",
+]
 
 
 @pytest.mark.parametrize("sample_by", ["document", "paragraph"])
@@ -23,7 +27,9 @@ def test_every_document_ends_with_eos_and_the_stream_is_cut_into_blocks(sample_b
     train.write_text("\n\n".join(PARAGRAPHS))
     validation.write_text("Held-out text, long enough for one block of eight tokens at least.")
     documents = ["\n\n".join(PARAGRAPHS)] if sample_by == "document" else PARAGRAPHS
-    stream = [t for doc in documents for t in tokenizer(doc, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]]
+    stream = [
+        t for doc in documents for t in tokenizer(doc, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ]
 
     data = TextDataArguments(train_file=str(train), validation_file=str(validation), sample_by=sample_by)
     blocks, held_out = load_text_blocks(data, tokenizer, block_size=8, seed=0)
@@ -38,7 +44,9 @@ def test_every_document_ends_with_eos_and_the_stream_is_cut_into_blocks(sample_b
 def test_held_out_blocks_are_a_seeded_share_of_the_training_blocks(tmp_path):
     text = tmp_path / "train.txt"
     text.write_text("\n\n".join(f"Paragraph number {i} of a longer text." for i in range(100)))
-    data = TextDataArguments(train_file=str(text), validation_split_percentage=10, max_train_samples=50, max_eval_samples=3)
+    data = TextDataArguments(
+        train_file=str(text), validation_split_percentage=10, max_train_samples=50, max_eval_samples=3
+    )
     train, validation = load_text_blocks(data, gpt2_tokenizer(), block_size=16, seed=0)
     again, _ = load_text_blocks(data, gpt2_tokenizer(), block_size=16, seed=0)
     assert len(train) == 50 and len(validation) == 3
@@ -53,17 +61,26 @@ def test_continued_pretraining_lowers_validation_loss(tiny_gptcore_checkpoint, t
     out = tmp_path / "out"
     result = run_example(
         "finetune_clm.py",
-        "--model_name_or_path", str(tiny_gptcore_checkpoint),
-        "--train_file", str(text),
-        "--block_size", "32",
-        "--validation_split_percentage", "10",
-        "--max_steps", "12",
-        "--learning_rate", "3e-3",
-        "--per_device_train_batch_size", "8",
-        "--per_device_eval_batch_size", "16",
-        "--output_dir", str(out),
+        "--model_name_or_path",
+        str(tiny_gptcore_checkpoint),
+        "--train_file",
+        str(text),
+        "--block_size",
+        "32",
+        "--validation_split_percentage",
+        "10",
+        "--max_steps",
+        "12",
+        "--learning_rate",
+        "3e-3",
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        "16",
+        "--output_dir",
+        str(out),
         *QUIET_TRAINER,
-    )  # fmt: skip
+    )
     metrics = json.loads((out / "all_results.json").read_text())
     assert metrics["eval_loss"] < metrics["before_loss"] - 1.0, metrics
     assert "validation perplexity" in result.stdout

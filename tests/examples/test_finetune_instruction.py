@@ -10,11 +10,11 @@ import random
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.examples.trainer_flags import QUIET_TRAINER
-from tests.processes import run_example, run_example_in_process
 from transformers import AutoTokenizer
 
 from gptcore.modeling import GPTCoreForCausalLM
+from tests.examples.trainer_flags import QUIET_TRAINER
+from tests.processes import run_example, run_example_in_process
 
 COMMON = ["--per_device_eval_batch_size", "8", *QUIET_TRAINER]
 
@@ -41,18 +41,28 @@ def test_only_the_response_is_learned_and_held_out_instructions_are_answered(tin
     out = tmp_path / "sft"
     result = run_example(
         "finetune_instruction.py",
-        "--model_name_or_path", str(tiny_gptcore_checkpoint),
-        "--data_file", str(data),
-        "--split_fractions", "0.8,0.1,0.1",
-        "--max_length", "64",
-        "--max_steps", "30",
-        "--learning_rate", "2e-2",
-        "--lr_scheduler_type", "constant",
-        "--per_device_train_batch_size", "8",
-        "--max_new_tokens", "4",
-        "--output_dir", str(out),
+        "--model_name_or_path",
+        str(tiny_gptcore_checkpoint),
+        "--data_file",
+        str(data),
+        "--split_fractions",
+        "0.8,0.1,0.1",
+        "--max_length",
+        "64",
+        "--max_steps",
+        "30",
+        "--learning_rate",
+        "2e-2",
+        "--lr_scheduler_type",
+        "constant",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_new_tokens",
+        "4",
+        "--output_dir",
+        str(out),
         *COMMON,
-    )  # fmt: skip
+    )
     metrics = json.loads((out / "all_results.json").read_text())
     assert metrics["before_loss"] > 5 and metrics["eval_loss"] < 1.0, metrics
     assert "validation loss" in result.stdout
@@ -69,18 +79,26 @@ def test_lora_trains_and_merges_into_a_plain_checkpoint(tiny_gptcore_checkpoint,
     out = tmp_path / "lora"
     run_example_in_process(
         "finetune_instruction.py",
-        "--model_name_or_path", str(tiny_gptcore_checkpoint),
+        "--model_name_or_path",
+        str(tiny_gptcore_checkpoint),
         "--lora",
-        "--max_length", "96",
-        "--max_steps", "3",
-        "--learning_rate", "1e-2",
-        "--per_device_train_batch_size", "4",
-        "--max_generate_samples", "1",
-        "--max_new_tokens", "2",
-        "--output_dir", str(out),
+        "--max_length",
+        "96",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "1e-2",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_generate_samples",
+        "1",
+        "--max_new_tokens",
+        "2",
+        "--output_dir",
+        str(out),
         *COMMON,
         monkeypatch=monkeypatch,
-    )  # fmt: skip
+    )
     assert "LoRA merged into" in capsys.readouterr().out
     adapter = load_file(out / "adapter_model.safetensors")
     lora_b = [t for name, t in adapter.items() if "lora_B" in name]

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from tests.examples.trainer_flags import QUIET_TRAINER
 from tests.processes import run_example_in_process
 
@@ -34,18 +35,36 @@ from gptcore.training.memory_saving import (  # noqa: E402
 )
 
 # n_embd 64: bitsandbytes quantises in blocks of 64 weights. Dropout off: runs compare exactly where they can.
-FIELDS = dict(n_layer=2, n_head=2, n_embd=64, vocab_size=256, n_positions=32, bos_token_id=0, eos_token_id=0,
-              attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)  # fmt: skip
+FIELDS = dict(
+    n_layer=2,
+    n_head=2,
+    n_embd=64,
+    vocab_size=256,
+    n_positions=32,
+    bos_token_id=0,
+    eos_token_id=0,
+    attn_pdrop=0.0,
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+)
 C, V, RANK, STEPS = 64, 256, 8, 6
 MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 def training_args(tmp_path, learning_rate: float = 1e-2) -> TrainingArguments:
     return TrainingArguments(
-        tmp_path / "run", use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, max_steps=STEPS,
-        per_device_train_batch_size=4, learning_rate=learning_rate, lr_scheduler_type="constant", logging_steps=1,
+        tmp_path / "run",
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps=STEPS,
+        per_device_train_batch_size=4,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        logging_steps=1,
         weight_decay=0.0,
-    )  # fmt: skip
+    )
 
 
 def float_model() -> GPTCoreForCausalLM:
@@ -92,9 +111,12 @@ def lora_losses(tmp_path_factory):
 
 @pytest.mark.parametrize(
     ("mode", "kind", "tolerance"),
-    [("qlora-4bit", ("Params4bit", torch.uint8), 0.03), ("qlora-8bit", ("Int8Params", torch.int8), 0.01),
-     ("int8-lora", ("Int8Tensor", torch.int8), 0.01)],
-)  # fmt: skip
+    [
+        ("qlora-4bit", ("Params4bit", torch.uint8), 0.03),
+        ("qlora-8bit", ("Int8Params", torch.int8), 0.01),
+        ("int8-lora", ("Int8Tensor", torch.int8), 0.01),
+    ],
+)
 def test_a_quantised_base_holds_its_weights_quantised_and_trains_like_the_float_base(
     mode, kind, tolerance, lora_losses, tmp_path, capsys
 ):
@@ -129,7 +151,7 @@ def test_galore_keeps_low_rank_states_for_the_block_matrices_and_plain_adamw_for
     model = build("galore", args)
     printed = capsys.readouterr().out
     assert f"GaLore AdamW, rank {RANK}" in printed and "on 8 block matrices" in printed
-    assert f"plain AdamW states for the other" in printed
+    assert "plain AdamW states for the other" in printed
     assert f"the token embedding, which the tied LM head shares ({V} x {C})" in printed
     trainer, losses = train(model, args)
 
@@ -177,9 +199,15 @@ def test_combinations_that_cannot_train_are_refused_with_what_to_do(flags, messa
         script, data = "finetune_clm.py", ["--train_file", "unused.txt"]
     with pytest.raises(ValueError, match=message):  # before any data or model is loaded
         run_example_in_process(
-            script, "--config_overrides", "n_layer=1,n_head=1,n_embd=64", "--output_dir", str(tmp_path / "out"), *data,
-            *flags, monkeypatch=monkeypatch,
-        )  # fmt: skip
+            script,
+            "--config_overrides",
+            "n_layer=1,n_head=1,n_embd=64",
+            "--output_dir",
+            str(tmp_path / "out"),
+            *data,
+            *flags,
+            monkeypatch=monkeypatch,
+        )
 
 
 def test_bitsandbytes_on_a_device_it_has_no_kernels_for_is_refused_and_so_is_a_useless_galore_rank(tmp_path):
@@ -221,11 +249,28 @@ def test_the_estimate_of_the_modes_meets_the_measured_peak(tmp_path, monkeypatch
     # test_the_estimate_counts_weights_adapters_and_states_as_the_real_objects_hold_them checks exactly.
     out = tmp_path / "estimate.json"
     run_example_in_process(
-        "estimate.py", "--config_overrides", "n_layer=2,n_head=4,n_embd=256,vocab_size=1024,n_positions=128",
-        "--batch_size", "8", "--seq_len", "128", "--precision", "fp32", "--checkpointing", "off", "--device", "cpu",
-        "--finetuning", "qlora-8bit,int8-lora,galore", "--galore_rank", "32", "--measure", "--output_json", str(out),
+        "estimate.py",
+        "--config_overrides",
+        "n_layer=2,n_head=4,n_embd=256,vocab_size=1024,n_positions=128",
+        "--batch_size",
+        "8",
+        "--seq_len",
+        "128",
+        "--precision",
+        "fp32",
+        "--checkpointing",
+        "off",
+        "--device",
+        "cpu",
+        "--finetuning",
+        "qlora-8bit,int8-lora,galore",
+        "--galore_rank",
+        "32",
+        "--measure",
+        "--output_json",
+        str(out),
         monkeypatch=monkeypatch,
-    )  # fmt: skip
+    )
     rows = {row["finetuning"]: row for row in json.loads(out.read_text())["training"]}
     assert set(rows) == {"qlora-8bit", "int8-lora", "galore"}
     # Within 2.5% here and 4% at GPT-2 124M's size on the machine measured; leaving out the 8-bit layers' inputs,
@@ -243,10 +288,24 @@ def test_the_clm_script_trains_a_qlora_adapter(tiny_gptcore_checkpoint, tmp_path
     text.write_text("\n\n".join(f"The spam filter saw message {i % 7} and said: ham." for i in range(40)))
     out = tmp_path / "qlora"
     run_example_in_process(
-        "finetune_clm.py", "--model_name_or_path", str(tiny_gptcore_checkpoint), "--train_file", str(text),
-        "--block_size", "32", "--max_steps", "2", "--per_device_train_batch_size", "4", "--lora", "--load_in_4bit",
-        "--output_dir", str(out), *QUIET_TRAINER, monkeypatch=monkeypatch,
-    )  # fmt: skip
+        "finetune_clm.py",
+        "--model_name_or_path",
+        str(tiny_gptcore_checkpoint),
+        "--train_file",
+        str(text),
+        "--block_size",
+        "32",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--lora",
+        "--load_in_4bit",
+        "--output_dir",
+        str(out),
+        *QUIET_TRAINER,
+        monkeypatch=monkeypatch,
+    )
     printed = capsys.readouterr().out
     assert "--load_in_4bit: quantised linear layers 8 x Params4bit" in printed and "trainable params" in printed
     assert (out / "adapter_model.safetensors").is_file()

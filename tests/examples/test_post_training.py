@@ -16,15 +16,20 @@ import copy
 
 import pytest
 import torch
-from tests.oracle import save_random_gpt2
-from tests.processes import run_example_in_process
 from transformers import (
-    GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, Trainer, TrainingArguments, set_seed,
-)  # fmt: skip
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 from gptcore.modeling import GPTCoreForCausalLM, GPTCoreForSequenceClassification
 from gptcore.tokenization import gpt2_tokenizer
 from gptcore.training import finetuning, runtime
+from tests.oracle import save_random_gpt2
+from tests.processes import run_example_in_process
 
 RELATIVE_TOLERANCE = 1e-4
 STEPS = 4
@@ -61,10 +66,21 @@ def preference_pairs():
 
 def trl_arguments(config_class, tmp_path, **overrides):
     fields = dict(
-        output_dir=str(tmp_path / "trainer"), bf16=False, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
-        max_steps=STEPS, per_device_train_batch_size=4, logging_steps=1, report_to="none", save_strategy="no",
-        use_cpu=True, disable_tqdm=True, gradient_checkpointing=False, seed=7,
-    )  # fmt: skip
+        output_dir=str(tmp_path / "trainer"),
+        bf16=False,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        max_steps=STEPS,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        gradient_checkpointing=False,
+        seed=7,
+    )
     fields.update(overrides)
     return config_class(**fields)
 
@@ -102,10 +118,19 @@ def test_the_classifier_trains_like_gpt2s_under_trainer(tmp_path):
         # Eager attention: SDPA draws its dropout mask inside the kernel, in its own order.
         model = model_class.from_pretrained(tmp_path / "gpt2", attn_implementation="eager")
         args = TrainingArguments(
-            output_dir=str(tmp_path / model_class.__name__), optim="sgd", learning_rate=0.5,
-            lr_scheduler_type="constant", max_steps=STEPS, per_device_train_batch_size=8, logging_steps=1,
-            report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=3,
-        )  # fmt: skip
+            output_dir=str(tmp_path / model_class.__name__),
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            max_steps=STEPS,
+            per_device_train_batch_size=8,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=3,
+        )
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
         trainer.train()
         return logged(trainer, "loss"), model
@@ -129,7 +154,9 @@ def test_reward_trainer_trains_gptcore_as_gpt2(tmp_path, tokenizer, preference_p
     for model_class in (GPT2ForSequenceClassification, GPTCoreForSequenceClassification):
         model = model_class.from_pretrained(tmp_path / "rm")
         trainer = RewardTrainer(
-            model=model, args=trl_arguments(RewardConfig, tmp_path), train_dataset=preference_pairs,
+            model=model,
+            args=trl_arguments(RewardConfig, tmp_path),
+            train_dataset=preference_pairs,
             processing_class=tokenizer,
         )
         trainer.train()
@@ -145,9 +172,12 @@ def test_dpo_trainer_trains_gptcore_as_gpt2(tmp_path, tokenizer, preference_pair
     for model_class in (GPT2LMHeadModel, GPTCoreForCausalLM):
         model = model_class.from_pretrained(tmp_path / "lm")
         trainer = DPOTrainer(
-            model=model, ref_model=copy.deepcopy(model), args=trl_arguments(DPOConfig, tmp_path),
-            train_dataset=preference_pairs, processing_class=tokenizer,
-        )  # fmt: skip
+            model=model,
+            ref_model=copy.deepcopy(model),
+            args=trl_arguments(DPOConfig, tmp_path),
+            train_dataset=preference_pairs,
+            processing_class=tokenizer,
+        )
         trainer.train()
         losses[model_class] = logged(trainer, "loss")
         assert logged(trainer, "rewards/margins")[-1] != 0  # the policy moved away from its reference
@@ -171,9 +201,12 @@ def test_grpo_trainer_samples_and_trains_gptcore_as_gpt2(tmp_path, tokenizer, pr
         set_seed(7)
         args = trl_arguments(GRPOConfig, tmp_path, num_generations=4, max_completion_length=6, beta=0.1)
         trainer = GRPOTrainer(
-            model=model_class.from_pretrained(tmp_path / folder), reward_funcs=word_count_reward, args=args,
-            train_dataset=preference_pairs.select_columns(["prompt"]), processing_class=tokenizer,
-        )  # fmt: skip
+            model=model_class.from_pretrained(tmp_path / folder),
+            reward_funcs=word_count_reward,
+            args=args,
+            train_dataset=preference_pairs.select_columns(["prompt"]),
+            processing_class=tokenizer,
+        )
         assert type(trainer.ref_model) is model_class
         trainer.train()
         logs[model_class] = {key: logged(trainer, key) for key in ("loss", "reward", "kl", "grad_norm")}

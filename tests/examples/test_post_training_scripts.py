@@ -12,20 +12,28 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.examples.trainer_flags import QUIET_TRAINER
-from tests.processes import EXAMPLES, run_example_in_process, run_without_gptcore
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequenceClassification
 from gptcore.tokenization import format_alpaca, train_tokenizer
 from gptcore.training.post_training import even_eval_batches
 from gptcore.training.preference_data import PreferenceDataArguments, load_preference_splits
+from tests.examples.trainer_flags import QUIET_TRAINER
+from tests.processes import EXAMPLES, run_example_in_process, run_without_gptcore
 
 SEED_TASKS = EXAMPLES / "data" / "finetune" / "self_instruct_seed_tasks.jsonl"
 VOCAB_SIZE = 512
 TINY = dict(n_layer=1, n_head=2, n_embd=32, n_positions=256, vocab_size=VOCAB_SIZE)
-FEW_STEPS = ["--max_steps", "2", "--learning_rate", "1e-2", "--per_device_train_batch_size", "4",
-             "--per_device_eval_batch_size", "32"]  # fmt: skip
+FEW_STEPS = [
+    "--max_steps",
+    "2",
+    "--learning_rate",
+    "1e-2",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "32",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 # Short pairs in TRL's format, for the runs that need not read the bundled data: a few tokens each.
 SHORT_PAIRS = [
@@ -90,7 +98,8 @@ def test_a_preference_file_needs_text_in_every_field(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("asked", "items", "per_prompt", "chosen"), [(8, 19, 1, 1), (8, 18, 1, 6), (32, 19, 8, 8), (32, 20, 8, 32), (4, 9, 8, 8)]
+    ("asked", "items", "per_prompt", "chosen"),
+    [(8, 19, 1, 1), (8, 18, 1, 6), (32, 19, 8, 8), (32, 20, 8, 32), (4, 9, 8, 8)],
 )
 def test_evaluation_batches_are_cut_equal(asked, items, per_prompt, chosen):
     """TRL weighs each evaluation batch's mean equally: only equal batches give the mean over the test set."""
@@ -105,9 +114,17 @@ def reward_model(small_vocab_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("reward")
     with pytest.MonkeyPatch.context() as monkeypatch:
         run_example_in_process(
-            "train_reward_model.py", "--model_name_or_path", str(small_vocab_checkpoint), "--max_length", "200",
-            *FEW_STEPS, "--output_dir", str(out), *QUIET_TRAINER, monkeypatch=monkeypatch,
-        )  # fmt: skip
+            "train_reward_model.py",
+            "--model_name_or_path",
+            str(small_vocab_checkpoint),
+            "--max_length",
+            "200",
+            *FEW_STEPS,
+            "--output_dir",
+            str(out),
+            *QUIET_TRAINER,
+            monkeypatch=monkeypatch,
+        )
     return out
 
 
@@ -146,14 +163,29 @@ print(type(model).__name__, tuple(model(**tokenizer("A fine answer.", return_ten
     assert result.stdout.split()[-3:] == ["GPTCoreForSequenceClassification", "(1,", "1)"]
 
 
-def test_dpo_from_a_model_built_in_memory_trains_against_a_copy_of_it(small_vocab_checkpoint, tmp_path, monkeypatch, capsys):
+def test_dpo_from_a_model_built_in_memory_trains_against_a_copy_of_it(
+    small_vocab_checkpoint, tmp_path, monkeypatch, capsys
+):
     """No checkpoint folder: TRL alone would reload the reference from the model's empty `_name_or_path`."""
     out = tmp_path / "dpo"
     run_example_in_process(
-        "finetune_dpo.py", "--tokenizer_name_or_path", str(small_vocab_checkpoint),
-        "--config_overrides", ",".join(f"{key}={value}" for key, value in TINY.items()), "--max_length", "96", *FEW_STEPS, "--max_generate_samples", "2",
-        "--max_new_tokens", "4", "--output_dir", str(out), *QUIET_TRAINER, monkeypatch=monkeypatch,
-    )  # fmt: skip
+        "finetune_dpo.py",
+        "--tokenizer_name_or_path",
+        str(small_vocab_checkpoint),
+        "--config_overrides",
+        ",".join(f"{key}={value}" for key, value in TINY.items()),
+        "--max_length",
+        "96",
+        *FEW_STEPS,
+        "--max_generate_samples",
+        "2",
+        "--max_new_tokens",
+        "4",
+        "--output_dir",
+        str(out),
+        *QUIET_TRAINER,
+        monkeypatch=monkeypatch,
+    )
     printed = capsys.readouterr().out
     assert "mixed precision: no (--mixed_precision no)" in printed and "test reward margin 0.000 before" in printed
     metrics = json.loads((out / "all_results.json").read_text())
@@ -169,10 +201,24 @@ def test_dpo_from_a_model_built_in_memory_trains_against_a_copy_of_it(small_voca
 def test_dpo_with_lora_merges_into_a_plain_checkpoint(small_vocab_checkpoint, short_pairs_file, tmp_path, monkeypatch):
     out = tmp_path / "dpo_lora"
     run_example_in_process(
-        "finetune_dpo.py", "--model_name_or_path", str(small_vocab_checkpoint), "--lora",
-        "--data_file", short_pairs_file, "--split_fractions", "0.5,0.25,0.25", *FEW_STEPS, "--max_generate_samples", "1", "--max_new_tokens", "2",
-        "--output_dir", str(out), *QUIET_TRAINER, monkeypatch=monkeypatch,
-    )  # fmt: skip
+        "finetune_dpo.py",
+        "--model_name_or_path",
+        str(small_vocab_checkpoint),
+        "--lora",
+        "--data_file",
+        short_pairs_file,
+        "--split_fractions",
+        "0.5,0.25,0.25",
+        *FEW_STEPS,
+        "--max_generate_samples",
+        "1",
+        "--max_new_tokens",
+        "2",
+        "--output_dir",
+        str(out),
+        *QUIET_TRAINER,
+        monkeypatch=monkeypatch,
+    )
     metrics = json.loads((out / "all_results.json").read_text())
     assert metrics["lora_merge_max_abs_logit_difference"] < 1e-4 and metrics["eval_rewards/margins"] != 0
     assert (out / "adapter_model.safetensors").is_file()
@@ -181,14 +227,31 @@ def test_dpo_with_lora_merges_into_a_plain_checkpoint(small_vocab_checkpoint, sh
     assert_reported(out, "gptcore DPO model", "DPOTrainer", model_dir=out / "merged")
 
 
-def test_dpo_with_qlora_trains_adapters_on_a_4bit_base(small_vocab_checkpoint, short_pairs_file, tmp_path, monkeypatch, capsys):
+def test_dpo_with_qlora_trains_adapters_on_a_4bit_base(
+    small_vocab_checkpoint, short_pairs_file, tmp_path, monkeypatch, capsys
+):
     pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'gptcore[post-training]')")
     out = tmp_path / "dpo_qlora"
     run_example_in_process(
-        "finetune_dpo.py", "--model_name_or_path", str(small_vocab_checkpoint), "--lora", "--load_in_4bit",
-        "--data_file", short_pairs_file, "--split_fractions", "0.5,0.25,0.25", *FEW_STEPS, "--max_generate_samples", "1", "--max_new_tokens", "2",
-        "--output_dir", str(out), *QUIET_TRAINER, monkeypatch=monkeypatch,
-    )  # fmt: skip
+        "finetune_dpo.py",
+        "--model_name_or_path",
+        str(small_vocab_checkpoint),
+        "--lora",
+        "--load_in_4bit",
+        "--data_file",
+        short_pairs_file,
+        "--split_fractions",
+        "0.5,0.25,0.25",
+        *FEW_STEPS,
+        "--max_generate_samples",
+        "1",
+        "--max_new_tokens",
+        "2",
+        "--output_dir",
+        str(out),
+        *QUIET_TRAINER,
+        monkeypatch=monkeypatch,
+    )
     printed = capsys.readouterr().out
     assert "--load_in_4bit: quantised linear layers" in printed and "Params4bit" in printed, printed[-3000:]
     metrics = json.loads((out / "all_results.json").read_text())
@@ -204,17 +267,34 @@ def test_grpo_rule_rewards_read_as_documented():
 
 
 # One evaluation batch: the 19 test prompts, 2 answers each.
-GRPO_STEPS = ["--max_steps", "2", "--learning_rate", "1e-2", "--per_device_train_batch_size", "4",
-              "--num_generations", "2", "--per_device_eval_batch_size", "38",
-              "--max_completion_length", "4"]  # fmt: skip
+GRPO_STEPS = [
+    "--max_steps",
+    "2",
+    "--learning_rate",
+    "1e-2",
+    "--per_device_train_batch_size",
+    "4",
+    "--num_generations",
+    "2",
+    "--per_device_eval_batch_size",
+    "38",
+    "--max_completion_length",
+    "4",
+]
 
 
 def test_grpo_with_the_rule(small_vocab_checkpoint, tmp_path, monkeypatch, capsys):
     out = tmp_path / "grpo"
     run_example_in_process(
-        "finetune_grpo.py", "--model_name_or_path", str(small_vocab_checkpoint), *GRPO_STEPS, "--output_dir", str(out),
-        *QUIET_TRAINER, monkeypatch=monkeypatch,
-    )  # fmt: skip
+        "finetune_grpo.py",
+        "--model_name_or_path",
+        str(small_vocab_checkpoint),
+        *GRPO_STEPS,
+        "--output_dir",
+        str(out),
+        *QUIET_TRAINER,
+        monkeypatch=monkeypatch,
+    )
     assert "test mean reward" in capsys.readouterr().out
     metrics = json.loads((out / "all_results.json").read_text())
     expected = {"before_reward", "eval_reward", "eval_rewards/word_f1/mean", "eval_rewards/ended_with_eos/mean"}
@@ -225,10 +305,21 @@ def test_grpo_with_the_rule(small_vocab_checkpoint, tmp_path, monkeypatch, capsy
 def test_grpo_with_a_reward_model(small_vocab_checkpoint, reward_model, short_pairs_file, tmp_path, monkeypatch):
     out = tmp_path / "grpo_rm"
     run_example_in_process(
-        "finetune_grpo.py", "--model_name_or_path", str(small_vocab_checkpoint), "--reward_model", str(reward_model),
-        "--data_file", short_pairs_file, "--split_fractions", "0.5,0.25,0.25", *GRPO_STEPS, "--output_dir", str(out),
-        *QUIET_TRAINER, monkeypatch=monkeypatch,
-    )  # fmt: skip
+        "finetune_grpo.py",
+        "--model_name_or_path",
+        str(small_vocab_checkpoint),
+        "--reward_model",
+        str(reward_model),
+        "--data_file",
+        short_pairs_file,
+        "--split_fractions",
+        "0.5,0.25,0.25",
+        *GRPO_STEPS,
+        "--output_dir",
+        str(out),
+        *QUIET_TRAINER,
+        monkeypatch=monkeypatch,
+    )
     metrics = json.loads((out / "all_results.json").read_text())
     assert "eval_rewards/reward_model/mean" in metrics and "eval_rewards/word_f1/mean" not in metrics
     assert metrics["eval_reward"] == metrics["eval_rewards/reward_model/mean"]

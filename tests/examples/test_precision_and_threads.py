@@ -13,11 +13,10 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from tests.processes import EXAMPLES
-
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
 from gptcore.training import finetuning, runtime
 from gptcore.training.runtime import Bf16Hardware, choose_mixed_precision, decide_mixed_precision, detect_bf16_hardware
+from tests.processes import EXAMPLES
 
 NATIVE_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
 
@@ -95,7 +94,10 @@ def test_cuda_needs_native_bf16_not_emulated(monkeypatch, capability, expected):
 
 
 def test_other_devices_run_fp32():
-    assert choose_mixed_precision(torch.device("mps")) == ("no", "this mps device has no native bf16: only CPUs and CUDA GPUs are checked for it")
+    assert choose_mixed_precision(torch.device("mps")) == (
+        "no",
+        "this mps device has no native bf16: only CPUs and CUDA GPUs are checked for it",
+    )
 
 
 def test_the_command_line_then_the_launcher_then_the_hardware_decide(monkeypatch, no_launcher):
@@ -103,7 +105,10 @@ def test_the_command_line_then_the_launcher_then_the_hardware_decide(monkeypatch
     assert runtime.resolve_mixed_precision("auto", cpu) == choose_mixed_precision(cpu)
     assert runtime.resolve_mixed_precision("fp16", cpu) == ("fp16", "--mixed_precision fp16")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # accelerate launch --mixed_precision bf16
-    assert runtime.resolve_mixed_precision("auto", cpu) == ("bf16", "set by accelerate launch: ACCELERATE_MIXED_PRECISION=bf16")
+    assert runtime.resolve_mixed_precision("auto", cpu) == (
+        "bf16",
+        "set by accelerate launch: ACCELERATE_MIXED_PRECISION=bf16",
+    )
     assert runtime.resolve_mixed_precision("no", cpu) == ("no", "--mixed_precision no")
 
 
@@ -125,7 +130,9 @@ def test_finetuning_bf16_choice_reaches_the_trainer(tmp_path, monkeypatch, no_la
     """On hardware with native bf16 (pretended here) auto turns bf16 on, and the Trainer's accelerator runs it."""
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
     training = training_arguments(tmp_path)
-    assert finetuning.apply_mixed_precision(training, "auto") == "mixed precision: bf16 (CPU has AMX-BF16 and AVX512-BF16)"
+    assert (
+        finetuning.apply_mixed_precision(training, "auto") == "mixed precision: bf16 (CPU has AMX-BF16 and AVX512-BF16)"
+    )
     assert training.bf16 and training.mixed_precision == "bf16"
     model = GPTCoreForCausalLM(GPTCoreConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=64, n_positions=16))
     assert Trainer(model=model, args=training).accelerator.mixed_precision == "bf16"
@@ -133,14 +140,20 @@ def test_finetuning_bf16_choice_reaches_the_trainer(tmp_path, monkeypatch, no_la
 
 def test_finetuning_explicit_flags_win(tmp_path, monkeypatch, no_launcher):
     monkeypatch.setattr(runtime, "cpu_flags", lambda: {"amx_bf16"})  # auto would pick bf16
-    assert finetuning.apply_mixed_precision(training_arguments(tmp_path), "no") == "mixed precision: no (--mixed_precision no)"
+    assert (
+        finetuning.apply_mixed_precision(training_arguments(tmp_path), "no")
+        == "mixed precision: no (--mixed_precision no)"
+    )
     training = training_arguments(tmp_path, bf16=True)
     assert finetuning.apply_mixed_precision(training, "auto") == "mixed precision: bf16 (--bf16)"
     with pytest.raises(ValueError, match="--mixed_precision no contradicts --bf16"):
         finetuning.apply_mixed_precision(training_arguments(tmp_path, bf16=True), "no")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # accelerate launch without --mixed_precision
     training = training_arguments(tmp_path)
-    assert finetuning.apply_mixed_precision(training, "auto") == "mixed precision: no (set by accelerate launch: ACCELERATE_MIXED_PRECISION=no)"
+    assert (
+        finetuning.apply_mixed_precision(training, "auto")
+        == "mixed precision: no (set by accelerate launch: ACCELERATE_MIXED_PRECISION=no)"
+    )
     assert not training.bf16
 
 
@@ -156,16 +169,45 @@ def test_an_explicit_thread_count_wins(monkeypatch):
 @pytest.mark.slow
 def test_pretraining_prints_its_choices_and_records_them(tmp_path):
     """Nothing chosen on the command line or in the environment: the run says what it chose, and why."""
-    env = {name: value for name, value in os.environ.items() if name not in ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION")}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    args = ["--config_overrides", "n_layer=1,n_head=2,n_embd=32", "--train_files", str(EXAMPLES / "data" / "corpus" / "alice29.txt"),
-            "--block_size", "16", "--batch_size", "2", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "0",
-            "--max_eval_samples", "2", "--sample_max_new_tokens", "0", "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    result = subprocess.run([sys.executable, str(EXAMPLES / "pretrain.py"), *args], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION")
+    }
+    env.update(
+        HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
+    )
+    args = [
+        "--config_overrides",
+        "n_layer=1,n_head=2,n_embd=32",
+        "--train_files",
+        str(EXAMPLES / "data" / "corpus" / "alice29.txt"),
+        "--block_size",
+        "16",
+        "--batch_size",
+        "2",
+        "--max_steps",
+        "1",
+        "--eval_steps",
+        "1",
+        "--save_steps",
+        "0",
+        "--max_eval_samples",
+        "2",
+        "--sample_max_new_tokens",
+        "0",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pretrain.py"), *args], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     mode, why = choose_mixed_precision(torch.device("cpu"))
     assert f"mixed precision: {mode} ({why})\n" in result.stdout
     threads = re.search(r"^threads: (\d+) \((.*)\)$", result.stdout, re.MULTILINE)
     assert threads and threads.group(2).startswith("torch's default"), result.stdout[-3000:]
     assert f'"threads": {threads.group(1)}' in (tmp_path / "out" / "final" / "README.md").read_text()
-    assert "Sample after 1 steps: 'Alice was beginning to'" in result.stdout  # --sample_max_new_tokens 0: the prompt alone
+    assert (
+        "Sample after 1 steps: 'Alice was beginning to'" in result.stdout
+    )  # --sample_max_new_tokens 0: the prompt alone

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -26,18 +26,39 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "pretrain.py"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 TINY = [
-    "--config_overrides", "n_layer=2,n_head=2,n_embd=32",
-    "--train_files", str(ROOT / "examples" / "data" / "corpus" / "alice29.txt"),
-    "--sample_by", "paragraph",  # many documents per block, for --no_cross_document_attention
+    "--config_overrides",
+    "n_layer=2,n_head=2,n_embd=32",
+    "--train_files",
+    str(ROOT / "examples" / "data" / "corpus" / "alice29.txt"),
+    "--sample_by",
+    "paragraph",  # many documents per block, for --no_cross_document_attention
     "--no_cross_document_attention",
-    "--block_size", "32", "--batch_size", "4", "--max_steps", "6",
-    "--learning_rate", "1e-2", "--warmup_steps", "0",  # large steps from the start, so any difference shows
-    "--eval_steps", "3", "--save_steps", "3", "--max_eval_samples", "8", "--sample_max_new_tokens", "8",
+    "--block_size",
+    "32",
+    "--batch_size",
+    "4",
+    "--max_steps",
+    "6",
+    "--learning_rate",
+    "1e-2",
+    "--warmup_steps",
+    "0",  # large steps from the start, so any difference shows
+    "--eval_steps",
+    "3",
+    "--save_steps",
+    "3",
+    "--max_eval_samples",
+    "8",
+    "--sample_max_new_tokens",
+    "8",
     # Runs compared with each other use one thread count and fp32: the automatic thread count depends on the
     # machine's load, and another count sums in another order (the final validation loss moves by ~5e-7); the
     # automatic precision is bf16 on CPUs with AMX, and two-process runs get accelerate launch's (fp32 here).
-    "--threads", "1", "--mixed_precision", "no",
-]  # fmt: skip
+    "--threads",
+    "1",
+    "--mixed_precision",
+    "no",
+]
 
 
 def free_port() -> str:
@@ -49,7 +70,13 @@ def free_port() -> str:
 
 def environment(tmp: Path) -> dict[str, str]:
     # A private HF home: no user accelerate config, no shared datasets cache, no network.
-    return {**os.environ, "HF_HOME": str(tmp / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "HF_HOME": str(tmp / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def pretrain(tmp: Path, *args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -64,7 +91,12 @@ def metrics(output_dir: Path) -> list[dict]:
 def curve(output_dir: Path) -> dict[tuple[int, str], float]:
     """(step, "train_loss" or "val_loss") -> the loss."""
     records = metrics(output_dir)
-    return {(record["step"], name): record[name] for record in records for name in ("train_loss", "val_loss") if name in record}
+    return {
+        (record["step"], name): record[name]
+        for record in records
+        for name in ("train_loss", "val_loss")
+        if name in record
+    }
 
 
 def max_difference(curve: dict, reference_curve: dict) -> float:
@@ -82,19 +114,55 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
 
 # Every option of the script; renaming or dropping one breaks users' command lines.
 OPTIONS = {
-    "--model_name_or_path", "--config", "--config_overrides", "--tokenizer_name_or_path", "--gradient_checkpointing",
-    "--torch_compile", "--train_files", "--validation_files", "--dataset_name", "--dataset_config_name", "--text_column",
-    "--sample_by", "--streaming", "--validation_split_percentage", "--max_eval_samples", "--preprocessing_num_workers",
-    "--block_size", "--no_cross_document_attention", "--batch_size", "--gradient_accumulation_steps", "--max_steps",
-    "--learning_rate", "--min_lr_ratio", "--warmup_steps", "--weight_decay", "--adam_beta1", "--adam_beta2",
-    "--max_grad_norm", "--mixed_precision", "--skip_nonfinite_steps", "--seed", "--output_dir", "--overwrite_output_dir",
-    "--resume_from_checkpoint", "--eval_steps", "--save_steps", "--save_total_limit", "--sample_prompt",
-    "--sample_max_new_tokens", "--threads", "-h", "--help",
-}  # fmt: skip
+    "--model_name_or_path",
+    "--config",
+    "--config_overrides",
+    "--tokenizer_name_or_path",
+    "--gradient_checkpointing",
+    "--torch_compile",
+    "--train_files",
+    "--validation_files",
+    "--dataset_name",
+    "--dataset_config_name",
+    "--text_column",
+    "--sample_by",
+    "--streaming",
+    "--validation_split_percentage",
+    "--max_eval_samples",
+    "--preprocessing_num_workers",
+    "--block_size",
+    "--no_cross_document_attention",
+    "--batch_size",
+    "--gradient_accumulation_steps",
+    "--max_steps",
+    "--learning_rate",
+    "--min_lr_ratio",
+    "--warmup_steps",
+    "--weight_decay",
+    "--adam_beta1",
+    "--adam_beta2",
+    "--max_grad_norm",
+    "--mixed_precision",
+    "--skip_nonfinite_steps",
+    "--seed",
+    "--output_dir",
+    "--overwrite_output_dir",
+    "--resume_from_checkpoint",
+    "--eval_steps",
+    "--save_steps",
+    "--save_total_limit",
+    "--sample_prompt",
+    "--sample_max_new_tokens",
+    "--threads",
+    "-h",
+    "--help",
+}
 
 
 def test_help_lists_every_option_and_the_bundled_books_from_any_folder(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     listed = set(re.findall(r"^\s+(-[-\w]+)", result.stdout, flags=re.MULTILINE))  # the first option of each help entry
     listed |= set(re.findall(r", (--\w+)", result.stdout))
@@ -133,7 +201,9 @@ def test_run_leaves_the_trained_model_and_its_report(reference: tuple[Path, subp
     model = AutoModelForCausalLM.from_pretrained(out / "final").eval()
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     assert (out / "final" / "model.safetensors").is_file() and model.config.n_embd == 32
-    assert model.config.attn_pdrop == model.config.resid_pdrop == model.config.embd_pdrop == 0.0  # pretraining's default
+    assert (
+        model.config.attn_pdrop == model.config.resid_pdrop == model.config.embd_pdrop == 0.0
+    )  # pretraining's default
     # The saved weights are the trained ones: they give the run's final validation loss on its validation blocks,
     assert validation_loss(model, tokenizer.eos_token_id) == pytest.approx(final_val_loss, abs=1e-5)
     # and sampled as the run sampled, the same text.
@@ -141,15 +211,22 @@ def test_run_leaves_the_trained_model_and_its_report(reference: tuple[Path, subp
     torch.manual_seed(42)  # the run's --seed
     with torch.no_grad():
         generated = model.generate(
-            **inputs, max_new_tokens=8, do_sample=True, top_k=50, temperature=0.8,
-            pad_token_id=tokenizer.eos_token_id, remove_invalid_values=True,
-        )  # fmt: skip
+            **inputs,
+            max_new_tokens=8,
+            do_sample=True,
+            top_k=50,
+            temperature=0.8,
+            pad_token_id=tokenizer.eos_token_id,
+            remove_invalid_values=True,
+        )
     assert tokenizer.decode(generated[0], skip_special_tokens=False) == printed_sample(result.stdout)
 
 
 def validation_loss(model, eos_token_id: int) -> float:
     """Mean next-token loss over the validation blocks TINY's run holds out (its data settings, rebuilt here)."""
     import torch
+
+    from gptcore.tokenization import gpt2_tokenizer
     from gptcore.training.lm_data import (
         document_position_ids,
         load_text_datasets,
@@ -158,10 +235,12 @@ def validation_loss(model, eos_token_id: int) -> float:
         tokenize_documents,
     )
 
-    from gptcore.tokenization import gpt2_tokenizer
-
-    text, _ = load_text_datasets([TINY[TINY.index("--train_files") + 1]], None, None, None, "text", "paragraph", streaming=False)
-    blocks = pack_into_blocks(tokenize_documents(text, gpt2_tokenizer(), "text", num_proc=None), block_size=32, num_proc=None)
+    text, _ = load_text_datasets(
+        [TINY[TINY.index("--train_files") + 1]], None, None, None, "text", "paragraph", streaming=False
+    )
+    blocks = pack_into_blocks(
+        tokenize_documents(text, gpt2_tokenizer(), "text", num_proc=None), block_size=32, num_proc=None
+    )
     _, validation = split_validation(blocks, None, 5.0, max_eval_blocks=8, seed=42)
     input_ids = torch.tensor(validation["input_ids"])
     position_ids = document_position_ids(input_ids, eos_token_id)  # as --no_cross_document_attention has them
@@ -173,22 +252,58 @@ def validation_loss(model, eos_token_id: int) -> float:
 def test_validation_loss_ends_below_the_unigram_baseline(tmp_path: Path) -> None:
     """Training learns: from ~ln(50257) = 10.8 nats/token at random weights, 60 steps take the validation loss below
     the unigram baseline the run prints (to ~6.8 against 7.0)."""
-    args = [*TINY, "--max_steps", "60", "--eval_steps", "60", "--save_steps", "0", "--output_dir", str(tmp_path / "out")]
+    args = [
+        *TINY,
+        "--max_steps",
+        "60",
+        "--eval_steps",
+        "60",
+        "--save_steps",
+        "0",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     result = pretrain(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     baseline = float(re.search(r"Unigram baseline ([\d.]+) nats/token", result.stdout).group(1))
     (val_loss,) = [record["val_loss"] for record in metrics(tmp_path / "out") if "val_loss" in record]
     assert val_loss < baseline, f"validation loss {val_loss:.3f} is not below the unigram baseline {baseline:.3f}"
-    assert f"Validation loss {val_loss:.3f} nats/token" in result.stdout and f"vs unigram baseline {baseline:.3f}" in result.stdout
+    assert (
+        f"Validation loss {val_loss:.3f} nats/token" in result.stdout
+        and f"vs unigram baseline {baseline:.3f}" in result.stdout
+    )
 
 
 @pytest.mark.slow
-def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
-    launcher = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port()]  # fmt: skip
+def test_two_processes_follow_the_one_process_curve(
+    reference: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    launcher = [
+        str(ACCELERATE),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        free_port(),
+    ]
     # Two micro-batches of 2 sequences, one sequence per process each: DDP and gradient accumulation at once.
     # --mixed_precision auto (the default, which TINY overrides): the launcher's setting decides.
-    args = [*TINY, "--mixed_precision", "auto", "--gradient_accumulation_steps", "2", "--output_dir", str(tmp_path / "out")]
+    args = [
+        *TINY,
+        "--mixed_precision",
+        "auto",
+        "--gradient_accumulation_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     result = pretrain(tmp_path, *args, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes (MULTI_CPU" in result.stdout  # really one DDP run, not two separate ones
@@ -200,8 +315,16 @@ def test_two_processes_follow_the_one_process_curve(reference: tuple[Path, subpr
 @pytest.mark.slow
 @pytest.mark.skipif(torch.accelerator.is_available(), reason="on an accelerator FSDP is what runs")
 def test_fsdp_config_on_cpu_is_refused_instead_of_running_ddp(tmp_path: Path) -> None:
-    launcher = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "examples" / "accelerate_fsdp.yaml"), "--num_processes", "2",
-                "--main_process_port", free_port()]  # fmt: skip
+    launcher = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "examples" / "accelerate_fsdp.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        free_port(),
+    ]
     result = pretrain(tmp_path, *TINY, "--output_dir", str(tmp_path / "out"), launcher=launcher)
     assert result.returncode != 0
     assert "asked for FSDP (ACCELERATE_USE_FSDP), but accelerate set up MULTI_CPU on cpu" in result.stderr
@@ -211,7 +334,13 @@ def test_fsdp_config_on_cpu_is_refused_instead_of_running_ddp(tmp_path: Path) ->
 
 def start(tmp: Path, log: Path, *args: str) -> subprocess.Popen:
     with open(log, "w") as log_file:  # the child keeps its own copy of the file descriptor
-        return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=log_file, stderr=subprocess.STDOUT, env=environment(tmp), cwd=tmp)
+        return subprocess.Popen(
+            [sys.executable, str(SCRIPT), *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=environment(tmp),
+            cwd=tmp,
+        )
 
 
 def wait_until(proc: subprocess.Popen, log: Path, condition: Callable[[], bool], poll_s: float = 0.05) -> None:
@@ -291,7 +420,11 @@ def test_sigkill_at_random_points_then_resume_continues_the_identical_curve(
 
     # (where, when to kill: a condition on the run's log, then a random delay in seconds)
     kill_points = [
-        ("while writing a checkpoint, with an older one complete", lambda log: steps_done(out) >= 2 and writing_a_checkpoint(), 0.0),
+        (
+            "while writing a checkpoint, with an older one complete",
+            lambda log: steps_done(out) >= 2 and writing_a_checkpoint(),
+            0.0,
+        ),
         ("while training, soon after resuming", lambda log: "Resumed from" in log.read_text(), rng.uniform(0.0, 0.5)),
         ("while starting up or loading the checkpoint", lambda log: True, rng.uniform(0.5, 3.0)),
     ]
@@ -307,7 +440,9 @@ def test_sigkill_at_random_points_then_resume_continues_the_identical_curve(
             assert writing_a_checkpoint() and (checkpoints / "step-1" / "checkpoint_complete.json").is_file(), where
         text = log.read_text()
         if "Resumed from" in text:  # only ever from the newest checkpoint that was complete when this run started
-            assert complete_before and Path(text.split("Resumed from ")[1].split()[0]).name == complete_before[-1], where
+            assert complete_before and Path(text.split("Resumed from ")[1].split()[0]).name == complete_before[-1], (
+                where
+            )
         for folder in checkpoints.glob("step-*"):  # every checkpoint a later run may pick is complete
             assert (folder / "checkpoint_complete.json").is_file(), f"{folder} has no marker after a kill {where}"
 

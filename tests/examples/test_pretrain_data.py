@@ -1,4 +1,5 @@
-"""Unit tests of examples/pretrain.py, its checkpoints (gptcore.training.pretraining) and its data (in-process, fast)."""
+"""Unit tests of examples/pretrain.py, its checkpoints (gptcore.training.pretraining) and its data (in-process,
+fast)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+
+from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, preset_config
+from gptcore.tokenization import gpt2_tokenizer
 from gptcore.training.arguments import ModelArguments
 from gptcore.training.lm_data import (
     document_position_ids,
@@ -19,15 +23,21 @@ from gptcore.training.lm_data import (
     tokenize_documents,
     unigram_baseline,
 )
-from gptcore.training.pretraining.checkpoints import COMPLETE_MARKER, TrainingProgress, prune_checkpoints, resolve_checkpoint
-
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, preset_config
-from gptcore.tokenization import gpt2_tokenizer
+from gptcore.training.pretraining.checkpoints import (
+    COMPLETE_MARKER,
+    TrainingProgress,
+    prune_checkpoints,
+    resolve_checkpoint,
+)
 from tests.processes import EXAMPLES
 
 # The script's functions, without running its main.
 PRETRAIN = runpy.run_path(str(EXAMPLES / "pretrain.py"))
-parse_args, build_model, parameter_groups = PRETRAIN["parse_args"], PRETRAIN["build_model"], PRETRAIN["parameter_groups"]
+parse_args, build_model, parameter_groups = (
+    PRETRAIN["parse_args"],
+    PRETRAIN["build_model"],
+    PRETRAIN["parameter_groups"],
+)
 
 EOS = 63
 
@@ -40,7 +50,9 @@ def test_positions_restart_at_every_eos() -> None:
 
 def test_packed_documents_do_not_attend_to_each_other() -> None:
     torch.manual_seed(0)
-    config = GPTCoreConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=EOS, eos_token_id=EOS)
+    config = GPTCoreConfig(
+        vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=EOS, eos_token_id=EOS
+    )
     model = GPTCoreForCausalLM(config).eval()
     first = torch.randint(0, EOS, (1, 7))
     second = torch.cat([torch.tensor([[EOS]]), torch.randint(0, EOS, (1, 6))], dim=1)  # the EOS opens document 2
@@ -159,7 +171,12 @@ def test_random_weights_take_pretrainings_choices_under_the_overrides() -> None:
     model_args, args = parse_args(["--config", "gpt2", "--config_overrides", "n_layer=1,attn_pdrop=0.2"])
     config = build_model(model_args, args, tokenizer).config
     gpt2 = preset_config("gpt2")
-    assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == (1, gpt2.n_embd, gpt2.n_head, gpt2.n_positions)
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == (
+        1,
+        gpt2.n_embd,
+        gpt2.n_head,
+        gpt2.n_positions,
+    )
     assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.2)  # no dropout unless overridden
     assert config.vocab_size == len(tokenizer) and config.bos_token_id == config.eos_token_id == tokenizer.eos_token_id
 

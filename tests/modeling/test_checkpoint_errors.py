@@ -15,7 +15,9 @@ from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequen
 def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    GPTCoreForCausalLM(GPTCoreConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(folder)
+    GPTCoreForCausalLM(GPTCoreConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -31,8 +33,14 @@ def edited_copy(saved, tmp_path, edit):
     ("edit", "message"),
     [
         (lambda sd: sd.pop("transformer.h.0.mlp.c_fc.bias"), r"missing tensors \['transformer.h.0.mlp.c_fc.bias'\]"),
-        (lambda sd: sd.update({"transformer.h.1.ln_1.weight": torch.ones(16)}), r"does not have \['transformer.h.1.ln_1.weight'\]"),
-        (lambda sd: sd.update({"transformer.wpe.weight": torch.zeros(8, 16)}), r"shape differs .*transformer.wpe.weight"),
+        (
+            lambda sd: sd.update({"transformer.h.1.ln_1.weight": torch.ones(16)}),
+            r"does not have \['transformer.h.1.ln_1.weight'\]",
+        ),
+        (
+            lambda sd: sd.update({"transformer.wpe.weight": torch.zeros(8, 16)}),
+            r"shape differs .*transformer.wpe.weight",
+        ),
     ],
 )
 def test_checkpoint_that_does_not_match_its_config(saved, tmp_path, edit, message):
@@ -73,7 +81,9 @@ def test_pickle_carrying_code_is_refused_and_never_run(saved, tmp_path, monkeypa
 
 
 def test_config_of_another_architecture(tmp_path):
-    LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ValueError, match="holds a 'llama' model; gptcore reads 'gptcore' and 'gpt2'"):
         GPTCoreForCausalLM.from_pretrained(tmp_path)
 

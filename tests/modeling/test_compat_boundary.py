@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import transformers
+
 from tests.processes import REPO_ROOT
 
 PRODUCT_FOLDERS = ("modeling", "tokenization", "conversion", "examples")
@@ -110,7 +111,9 @@ def boundary_violations(source: str, private_names: set[str], own_names: set[str
                 private(node.args[1].value, node.lineno)
         elif isinstance(node, ast.Compare) and any(_mentions_version(side) for side in [node.left, *node.comparators]):
             found.append((node.lineno, "a version comparison"))
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")).startswith("is_transformers_version"):
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")).startswith(
+            "is_transformers_version"
+        ):
             found.append((node.lineno, "a version comparison"))
     return found
 

@@ -75,7 +75,9 @@ def test_an_all_padding_row_leaves_the_other_rows_alone(attn_implementation):
     """A batch row with no real token (attention_mask all 0) is not an error for a causal LM, as in
     transformers: it gives finite logits, and the real rows are what they would be on their own."""
     torch.manual_seed(0)
-    config = GPTCoreConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, attn_implementation=attn_implementation)
+    config = GPTCoreConfig(
+        vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, attn_implementation=attn_implementation
+    )
     model = GPTCoreForCausalLM(config).eval()
     ids = torch.randint(0, 50, (2, 6))
     mask = torch.tensor([[1] * 6, [0] * 6])

@@ -5,10 +5,10 @@ for the transformers classes. Where transformers is present, the same import reg
 import json
 
 import torch
-from tests.oracle import gpt2_config, save_random_gpt2
-from tests.processes import run_without
 
 from gptcore.modeling import GPTCoreForCausalLM
+from tests.oracle import gpt2_config, save_random_gpt2
+from tests.processes import run_without
 
 CORE_JOB = """
 import json, sys
@@ -43,7 +43,9 @@ def test_core_runs_without_transformers_and_generates_gpt2s_tokens(tmp_path):
     reference = save_random_gpt2(tmp_path / "gpt2", config)
     ours = GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2")
     torch.save(ours.state_dict(), tmp_path / "weights.pt")  # the core's module names are the wrapper's
-    core_fields = {name: getattr(ours.config, name) for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")}
+    core_fields = {
+        name: getattr(ours.config, name) for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+    }
 
     result = run_without("transformers", CORE_JOB, cwd=tmp_path, stdin=json.dumps(core_fields))
     assert result.returncode == 0, result.stderr[-4000:]
@@ -51,7 +53,14 @@ def test_core_runs_without_transformers_and_generates_gpt2s_tokens(tmp_path):
 
     assert report["transformers_loaded"] is False
     prompt = torch.tensor([[5, 17, 3, 60]])
-    expected = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+    expected = reference.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     assert report["greedy"] == expected.tolist()
     assert len(set(report["greedy"][0][4:])) > 1  # not one token repeated: a lost position or cache would show
     assert report["loss"] > 0 and report["grad"] > 0

@@ -42,7 +42,7 @@ def test_fused_head_and_loss_match_linear_and_cross_entropy(use_logits, monkeypa
     torch.testing.assert_close(logits, ref_logits)
     torch.testing.assert_close(loss, ref_loss)
     # A second use of the logits sends its own gradient into the fused backward pass.
-    extra, ref_extra = ((logits.sin().sum(), ref_logits.sin().sum()) if use_logits else (0, 0))
+    extra, ref_extra = (logits.sin().sum(), ref_logits.sin().sum()) if use_logits else (0, 0)
     grads = torch.autograd.grad(0.7 * loss + extra, (x, weight))
     ref_grads = torch.autograd.grad(0.7 * ref_loss + ref_extra, (x, weight))
     for got, want in zip(grads, ref_grads):
@@ -121,7 +121,9 @@ def test_generate_single_token_steps_follow_weight_changes(gpt2_pair):
     def check():
         expected, got = ref.generate(prompt, **kwargs), ours.generate(prompt, **kwargs)
         assert torch.equal(got.sequences, expected.sequences)
-        torch.testing.assert_close(torch.stack(got.logits, dim=1), torch.stack(expected.logits, dim=1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            torch.stack(got.logits, dim=1), torch.stack(expected.logits, dim=1), rtol=1e-5, atol=1e-5
+        )
 
     check()
     with torch.no_grad():  # in place, as an optimizer step would
@@ -138,6 +140,10 @@ def test_decoding_step_compiles_without_graph_breaks(model):
         model(ids, past_key_values=cache, use_cache=True)
         step = torch.randint(0, model.config.vocab_size, (1, 1))
         explained = torch._dynamo.explain(model)(
-            step, past_key_values=cache, use_cache=True, position_ids=torch.tensor([[4]]), attention_mask=torch.ones(1, 16, dtype=torch.long)
+            step,
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=torch.tensor([[4]]),
+            attention_mask=torch.ones(1, 16, dtype=torch.long),
         )
     assert explained.graph_break_count == 0, [str(b.reason)[:300] for b in explained.break_reasons]

@@ -11,10 +11,10 @@ import threading
 
 import pytest
 import torch
-from tests.oracle import gpt2_config, save_random_gpt2
 from transformers import DynamicCache, GPT2LMHeadModel, StaticCache, TextIteratorStreamer, TextStreamer, pipeline
 
 from gptcore.modeling import GPTCoreForCausalLM
+from tests.oracle import gpt2_config, save_random_gpt2
 
 TOL = 1e-5
 GREEDY = dict(do_sample=False, pad_token_id=0)
@@ -35,7 +35,9 @@ def returned_cache(out):
 def assert_same_tokens(ours, ref, what=""):
     assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != reference {tuple(ref.shape)}"
     differ = (ours != ref).nonzero().tolist()
-    assert not differ, f"{what}: tokens differ from transformers' GPT-2 at (row, position) {differ[:8]}\nours {ours}\nref  {ref}"
+    assert not differ, (
+        f"{what}: tokens differ from transformers' GPT-2 at (row, position) {differ[:8]}\nours {ours}\nref  {ref}"
+    )
 
 
 # --- search strategies ----------------------------------------------------------------------------------
@@ -52,7 +54,12 @@ def test_beam_search_sequences_and_scores(gpt2_pair):
     ref, ours = gpt2_pair
     prompt = torch.randint(0, 100, (2, 6))
     kwargs = dict(
-        max_new_tokens=10, num_beams=3, num_return_sequences=2, output_scores=True, return_dict_in_generate=True, **GREEDY
+        max_new_tokens=10,
+        num_beams=3,
+        num_return_sequences=2,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **GREEDY,
     )
     got, want = ours.generate(prompt, **kwargs), ref.generate(prompt, **kwargs)
     assert_same_tokens(got.sequences, want.sequences, "beam search")
@@ -144,7 +151,9 @@ def test_static_cache_generation_matches_reference(gpt2_pair):
     dynamic_ref = ref.generate(prompt, **kwargs)
     static = ours.generate(prompt, cache_implementation="static", **kwargs)
     assert_same_tokens(static, dynamic_ref, "static cache vs reference (dynamic cache)")
-    assert_same_tokens(static, ref.generate(prompt, cache_implementation="static", **kwargs), "static vs reference static")
+    assert_same_tokens(
+        static, ref.generate(prompt, cache_implementation="static", **kwargs), "static vs reference static"
+    )
     explicit = ours.generate(prompt, past_key_values=StaticCache(config=ours.config, max_cache_len=32), **kwargs)
     assert_same_tokens(explicit, dynamic_ref, "explicit StaticCache vs reference (dynamic cache)")
     ref_explicit = ref.generate(prompt, past_key_values=StaticCache(config=ref.config, max_cache_len=32), **kwargs)
@@ -164,7 +173,9 @@ def test_continue_from_returned_cache(gpt2_pair):
         results[name] = (first.sequences, cached, continued)
     (ours_first, ours_cached, ours_full), (ref_first, ref_cached, ref_full) = results["ours"], results["ref"]
     assert_same_tokens(ours_first, ref_first, "first 5 tokens")
-    assert ours_cached == ref_cached == prompt.size(1) + 4, f"returned caches hold {ours_cached} tokens, reference {ref_cached}"
+    assert ours_cached == ref_cached == prompt.size(1) + 4, (
+        f"returned caches hold {ours_cached} tokens, reference {ref_cached}"
+    )
     assert_same_tokens(ours_full, ref_full, "continued from the returned cache")
     uncached = ref.generate(prompt, max_new_tokens=12, use_cache=False, **GREEDY)
     assert_same_tokens(ours_full, uncached, "continued from the cache vs one uncached reference run")
@@ -174,7 +185,12 @@ def test_scores_and_logits_match_reference(gpt2_pair):
     ref, ours = gpt2_pair
     prompt = torch.randint(0, 100, (2, 5))
     kwargs = dict(
-        max_new_tokens=8, output_scores=True, output_logits=True, return_dict_in_generate=True, repetition_penalty=1.2, **GREEDY
+        max_new_tokens=8,
+        output_scores=True,
+        output_logits=True,
+        return_dict_in_generate=True,
+        repetition_penalty=1.2,
+        **GREEDY,
     )
     got, want = ours.generate(prompt, **kwargs), ref.generate(prompt, **kwargs)
     assert_same_tokens(got.sequences, want.sequences, "sequences")
@@ -196,7 +212,9 @@ def test_cached_step_by_step_equals_reference_full_forward(gpt2_pair):
         for t in range(5, 12):
             out = ours(ids[:, t : t + 1], use_cache=True, **{CACHE_KWARG: returned_cache(out)})
             steps.append(out.logits)
-    assert cache.get_seq_length() == 12, f"the cache passed as {CACHE_KWARG}= holds {cache.get_seq_length()} tokens, not 12"
+    assert cache.get_seq_length() == 12, (
+        f"the cache passed as {CACHE_KWARG}= holds {cache.get_seq_length()} tokens, not 12"
+    )
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
 
 
@@ -279,7 +297,9 @@ def core_twin_of(ref):
     from gptcore.modeling.gpt2_checkpoint import gpt2_state_to_gptcore
 
     c = ref.config
-    config = GPTConfig(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head)
+    config = GPTConfig(
+        vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head
+    )
     model = GPT(config).eval()
     missing, unexpected = model.load_state_dict(gpt2_state_to_gptcore(ref.state_dict(), config, "ref"), strict=False)
     assert missing == ["lm_head.weight"] and not unexpected  # the head is tied to wte

@@ -6,7 +6,6 @@ import textwrap
 
 import pytest
 import torch
-from tests.processes import run_without_gptcore
 from safetensors import safe_open
 from transformers import (
     AutoConfig,
@@ -21,6 +20,7 @@ from gptcore.modeling import (
     GPTCoreForSequenceClassification,
     GPTCoreModel,
 )
+from tests.processes import run_without_gptcore
 
 
 def tiny_config(**overrides) -> GPTCoreConfig:
@@ -122,9 +122,9 @@ def test_sequence_classification_pools_last_real_token():
         by_pad_id = model(right).logits  # no mask: falls back to pad_token_id
     for other in (by_right, by_left, by_pad_id):
         torch.testing.assert_close(other, alone, atol=1e-5, rtol=0)
-    out = model(torch.cat([right, right]), attention_mask=torch.cat([right_mask, right_mask]), labels=torch.tensor([0, 2]))
+    out = model(
+        torch.cat([right, right]), attention_mask=torch.cat([right_mask, right_mask]), labels=torch.tensor([0, 2])
+    )
     assert out.loss.ndim == 0 and out.logits.shape == (2, 3)
     with pytest.raises(ValueError, match="all padding"):
         model(right, attention_mask=torch.zeros_like(right))
-
-

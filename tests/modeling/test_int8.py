@@ -13,11 +13,11 @@ from torch import nn
 
 pytest.importorskip("torchao", reason="int8 decoding needs torchao (pip install 'gptcore[int8]')")
 
+from benchmarking.bandwidth import decode_bytes_per_step  # noqa: E402
+from benchmarking.benchmark import next_token_agreement, text_token_ids  # noqa: E402
 from torchao.quantization import Int8WeightOnlyConfig  # noqa: E402
 from transformers import TorchAoConfig  # noqa: E402
 
-from benchmarking.bandwidth import decode_bytes_per_step  # noqa: E402
-from benchmarking.benchmark import next_token_agreement, text_token_ids  # noqa: E402
 from gptcore.modeling import GPTCoreForCausalLM  # noqa: E402
 from gptcore.modeling.quantization import quantize_int8  # noqa: E402
 from tests.oracle import gpt2_config, save_random_gpt2  # noqa: E402
@@ -36,7 +36,9 @@ def checkpoint(tmp_path):
 
 
 def decode(model: GPTCoreForCausalLM, prompt: torch.Tensor) -> torch.Tensor:
-    return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False, pad_token_id=0)
+    return model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False, pad_token_id=0
+    )
 
 
 def test_from_pretrained_with_torchao_config_quantises_the_blocks_and_keeps_the_tied_head(checkpoint):
@@ -46,7 +48,9 @@ def test_from_pretrained_with_torchao_config_quantises_the_blocks_and_keeps_the_
     assert model.lm_head.weight is model.transformer.wte.weight and not is_int8(model.lm_head.weight)
     ids = torch.randint(0, V, (2, 12))
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, fp32(ids).logits, atol=0.05, rtol=0)  # per-row int8: ~1% of a weight
+        torch.testing.assert_close(
+            model(ids).logits, fp32(ids).logits, atol=0.05, rtol=0
+        )  # per-row int8: ~1% of a weight
     assert decode(model, ids[:1, :4]).shape == (1, 10)
 
 
@@ -73,7 +77,9 @@ def test_int8_bytes_per_step_are_a_quarter_of_the_matrices_plus_scales(checkpoin
     matrices, rows = L * 12 * C * C, L * (3 * C + C + 4 * C + C)
     assert decode_bytes_per_step(blocks_only, 0) == decode_bytes_per_step(fp32, 0) - 4 * matrices + matrices + 5 * rows
     # The head: int8 plus row scales instead of fp32, and the embedding, now untied, is read one row at a time.
-    assert decode_bytes_per_step(with_head, 0) == decode_bytes_per_step(blocks_only, 0) - 4 * V * C + V * C + 5 * V + 4 * C
+    assert (
+        decode_bytes_per_step(with_head, 0) == decode_bytes_per_step(blocks_only, 0) - 4 * V * C + V * C + 5 * V + 4 * C
+    )
 
 
 def test_greedy_next_tokens_agree_with_fp32_over_a_text(checkpoint):

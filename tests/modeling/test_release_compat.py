@@ -1,9 +1,7 @@
 """What changes between transformers releases, met by `modeling/compat.py`, and loading as transformers users expect."""
 
-
 import pytest
 import torch
-from tests.oracle import gpt2_config, save_random_gpt2
 from safetensors.torch import save_file
 from transformers import (
     AutoModel,
@@ -16,9 +14,9 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel
-from gptcore.modeling import compat
+from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel, compat
 from gptcore.modeling.input_checks import check_positions, check_token_ids
+from tests.oracle import gpt2_config, save_random_gpt2
 
 TOL = 1e-5
 
@@ -124,7 +122,9 @@ def test_packed_row_longer_than_the_context_matches_gpt2(tmp_path, attn_implemen
         torch.testing.assert_close(packed, ref(ids, position_ids=positions, use_cache=False).logits, atol=TOL, rtol=0)
         start = 0
         for n in lengths:  # each document as if alone
-            torch.testing.assert_close(packed[:, start : start + n], ours(ids[:, start : start + n]).logits, atol=TOL, rtol=0)
+            torch.testing.assert_close(
+                packed[:, start : start + n], ours(ids[:, start : start + n]).logits, atol=TOL, rtol=0
+            )
             start += n
 
 
@@ -205,14 +205,20 @@ def test_gpt2_import_warns_on_a_differing_tied_head_and_checks_layers_on_both_pa
     state = {k: v.contiguous() for k, v in ref.state_dict().items()}
     state["lm_head.weight"] = state["transformer.wte.weight"] + 1  # stored head that is not the tied one
     save_file(state, tmp_path / "src" / "model.safetensors", metadata={"format": "pt"})
-    for load in (lambda: GPTCoreForCausalLM.from_pretrained(tmp_path / "src"), lambda: convert(tmp_path / "src", tmp_path / "out")):
+    for load in (
+        lambda: GPTCoreForCausalLM.from_pretrained(tmp_path / "src"),
+        lambda: convert(tmp_path / "src", tmp_path / "out"),
+    ):
         caplog.clear()
         with caplog.at_level("WARNING"):
             load()
         assert "lm_head.weight differs from wte" in caplog.text
     extra = dict(state, **{k.replace(".h.1.", ".h.2."): v.clone() for k, v in state.items() if ".h.1." in k})
     save_file(extra, tmp_path / "src" / "model.safetensors", metadata={"format": "pt"})
-    for load in (lambda: GPTCoreForCausalLM.from_pretrained(tmp_path / "src"), lambda: convert(tmp_path / "src", tmp_path / "out2")):
+    for load in (
+        lambda: GPTCoreForCausalLM.from_pretrained(tmp_path / "src"),
+        lambda: convert(tmp_path / "src", tmp_path / "out2"),
+    ):
         with pytest.raises(ValueError, match=r"n_layer=2 but the weights hold layers 0\.\.2"):
             load()
 
@@ -237,7 +243,9 @@ def test_mismatched_shapes_raise_runtime_error_unless_ignored(tmp_path, caplog):
     with pytest.raises(RuntimeError, match="wte.weight"):
         AutoModel.from_pretrained(tmp_path, config=tiny_config(vocab_size=10))
     with caplog.at_level("WARNING"):
-        model = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=42, ignore_mismatched_sizes=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            tmp_path, num_labels=42, ignore_mismatched_sizes=True
+        )
     assert model.score.weight.shape == (42, 32)
     assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 42)
 

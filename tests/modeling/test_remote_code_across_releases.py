@@ -11,15 +11,17 @@ import subprocess
 
 import pytest
 import transformers
-from tests.oracle import gpt2_config, save_random_gpt2
-from tests.processes import REPO_ROOT, run_without_gptcore
 
 from gptcore.modeling import GPTCoreForCausalLM
+from tests.oracle import gpt2_config, save_random_gpt2
+from tests.processes import REPO_ROOT, run_without_gptcore
 
 OTHER_PYTHON = os.environ.get("GPTCORE_OTHER_PYTHON")
 pytestmark = [
     pytest.mark.slow,  # interpreters of two transformers releases
-    pytest.mark.skipif(not OTHER_PYTHON, reason="set GPTCORE_OTHER_PYTHON to a Python with another transformers release (.ci/run does)"),
+    pytest.mark.skipif(
+        not OTHER_PYTHON, reason="set GPTCORE_OTHER_PYTHON to a Python with another transformers release (.ci/run does)"
+    ),
 ]
 
 PROMPT = [[5, 17, 42, 8], [60, 2, 33, 91]]

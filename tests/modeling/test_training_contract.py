@@ -12,7 +12,9 @@ from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
 
 def tiny_model(seed: int = 0, **overrides) -> GPTCoreForCausalLM:
     torch.manual_seed(seed)
-    fields = dict(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    fields = dict(
+        vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
     fields.update(overrides)
     return GPTCoreForCausalLM(GPTCoreConfig(**fields))
 
@@ -29,9 +31,15 @@ def lm_dataset(n: int, seq_len: int, seed: int = 0, masked_tail: bool = False) -
 
 def run_trainer(model, dataset, out, optimizer=None, **args) -> None:
     defaults = dict(
-        output_dir=str(out), report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
-        use_cpu=True, seed=0, dataloader_num_workers=0,
-    )  # fmt: skip
+        output_dir=str(out),
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+    )
     Trainer(
         model=model,
         args=TrainingArguments(**{**defaults, **args}),
@@ -43,7 +51,9 @@ def run_trainer(model, dataset, out, optimizer=None, **args) -> None:
 
 def test_trainer_lowers_the_loss(tmp_path):
     model = tiny_model()
-    data = lm_dataset(8, 16).map(lambda row: {"input_ids": row["input_ids"][:8] * 2, "labels": row["input_ids"][:8] * 2})
+    data = lm_dataset(8, 16).map(
+        lambda row: {"input_ids": row["input_ids"][:8] * 2, "labels": row["input_ids"][:8] * 2}
+    )
     batch = default_data_collator([data[i] for i in range(8)])
     with torch.no_grad():
         before = model(**batch).loss.item()
@@ -64,9 +74,16 @@ def test_gradient_accumulation_is_exact(tmp_path):
         start = {k: v.detach().clone() for k, v in model.named_parameters()}
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         run_trainer(
-            model, data, tmp_path / f"b{batch_size}", optimizer, max_steps=1, per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation, max_grad_norm=0.0, lr_scheduler_type="constant",
-        )  # fmt: skip
+            model,
+            data,
+            tmp_path / f"b{batch_size}",
+            optimizer,
+            max_steps=1,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_grad_norm=0.0,
+            lr_scheduler_type="constant",
+        )
         updates.append({k: start[k] - p.detach() for k, p in model.named_parameters()})  # = lr * grad
     for name in updates[0]:
         torch.testing.assert_close(updates[1][name], updates[0][name], atol=1e-5, rtol=0, msg=name)
@@ -85,7 +102,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(attn):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # renamed activation_checkpointing_enable in 5.23
                 model.gradient_checkpointing_enable()
-            assert model.transformer.gradient_checkpointing and all(b.gradient_checkpointing for b in model.transformer.h)
+            assert model.transformer.gradient_checkpointing and all(
+                b.gradient_checkpointing for b in model.transformer.h
+            )
         model(ids, labels=ids, use_cache=False).loss.backward()
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for name in grads[0]:

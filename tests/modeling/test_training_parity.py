@@ -10,9 +10,9 @@ import re
 
 import pytest
 import torch
-from tests.oracle import gpt2_config, save_random_gpt2
 
 from gptcore.modeling import GPTCoreForCausalLM
+from tests.oracle import gpt2_config, save_random_gpt2
 
 STEPS = 20
 CONV1D_WEIGHT = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
@@ -91,7 +91,9 @@ def test_adamw_fp32_losses_and_final_weights_match(train_pair):
     moved = max((p.detach() - start[name]).abs().max().item() for name, p in ref.named_parameters())
     assert moved > 1e-2, f"the reference weights moved by at most {moved}: too little to compare at 1e-4"
     for step, (a, b) in enumerate(zip(ours_losses, ref_losses)):
-        assert abs(a - b) <= 1e-4 * abs(b), f"step {step}: loss {a} vs GPT-2 {b} (relative {abs(a - b) / abs(b):.2e} > 1e-4)"
+        assert abs(a - b) <= 1e-4 * abs(b), (
+            f"step {step}: loss {a} vs GPT-2 {b} (relative {abs(a - b) / abs(b):.2e} > 1e-4)"
+        )
     for name, a, b in paired_tensors(ours, ref):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=lambda m, n=name: f"{n} after {STEPS} AdamW steps: {m}")
 
@@ -102,4 +104,6 @@ def test_adamw_bf16_autocast_losses_match(train_pair):
     ref_losses, ours_losses = train(ref, data, autocast=True), train(ours, data, autocast=True)
     assert ref_losses[-1] < ref_losses[0]
     for step, (a, b) in enumerate(zip(ours_losses, ref_losses)):  # relative tolerance: bf16 keeps ~3 digits
-        assert abs(a - b) <= 2e-2 * abs(b), f"step {step}: bf16 loss {a} vs GPT-2 {b} (relative {abs(a - b) / abs(b):.2e} > 2e-2)"
+        assert abs(a - b) <= 2e-2 * abs(b), (
+            f"step {step}: bf16 loss {a} vs GPT-2 {b} (relative {abs(a - b) / abs(b):.2e} > 2e-2)"
+        )

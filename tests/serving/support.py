@@ -11,17 +11,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
-from tests.oracle import gpt2_config, save_random_gpt2
-from tests.processes import EXAMPLES
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.tokenization import gpt2_tokenizer
+from tests.oracle import gpt2_config, save_random_gpt2
+from tests.processes import EXAMPLES
 
 SERVING_EXTRAS = ("openai", "fastapi", "uvicorn")
 STARTUP_TIMEOUT_S = 120  # imports (torch, transformers, the server) dominate; a loaded 2-core machine needs ~30 s
@@ -31,9 +31,16 @@ def skip_without_serving() -> None:
     """Skip the calling test module unless the serving extras and transformers' current server are installed."""
     missing = [name for name in SERVING_EXTRAS if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"the serving extras are not installed ({', '.join(missing)}): pip install -e '.[serving]'", allow_module_level=True)
+        pytest.skip(
+            f"the serving extras are not installed ({', '.join(missing)}): pip install -e '.[serving]'",
+            allow_module_level=True,
+        )
     if importlib.util.find_spec("transformers.cli.serving") is None:  # 5.0's single-file server: no /v1/completions
-        pytest.skip("this transformers release's `serve` predates the /v1/completions endpoint and the positional model argument", allow_module_level=True)
+        pytest.skip(
+            "this transformers release's `serve` predates the /v1/completions endpoint and the positional model "
+            "argument",
+            allow_module_level=True,
+        )
 
 
 def build_checkpoint(folder: Path, n_embd: int = 32, n_head: int = 2):
@@ -41,7 +48,8 @@ def build_checkpoint(folder: Path, n_embd: int = 32, n_head: int = 2):
     with the same weights). Weights drawn wide (std 0.3): a tiny model at GPT-2's 0.02 repeats one token whatever
     the prompt, while these answers differ from prompt to prompt, so a prompt that lost its history shows."""
     reference = save_random_gpt2(
-        folder / "gpt2", gpt2_config(vocab_size=50257, n_positions=256, n_embd=n_embd, n_head=n_head, initializer_range=0.3)
+        folder / "gpt2",
+        gpt2_config(vocab_size=50257, n_positions=256, n_embd=n_embd, n_head=n_head, initializer_range=0.3),
     )
     model = GPTCoreForCausalLM.from_pretrained(folder / "gpt2").eval()
     model.save_pretrained(folder / "gptcore")
@@ -51,15 +59,20 @@ def build_checkpoint(folder: Path, n_embd: int = 32, n_head: int = 2):
 
 @torch.no_grad()
 def greedy(model, input_ids: list[int], max_new_tokens: int) -> list[int]:
-    """The new token ids of greedy `generate()` with the checkpoint's generation config (stops at EOS), as the server."""
+    """The new token ids of greedy `generate()` with the checkpoint's generation config (stops at EOS), as the
+    server."""
     ids = torch.tensor([input_ids])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=50256)
+    out = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=50256
+    )
     return out[0, ids.size(1) :].tolist()
 
 
 def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """The token ids the server builds for `messages`: the chat template with the generation prompt."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
 
 
 def free_port() -> int:
@@ -81,14 +94,27 @@ def served(model_folder: Path, log_file: Path, *options: str) -> Iterator[str]:
     """`python examples/serve.py <model_folder> --device cpu ... <options>` on a free local port; yields the OpenAI
     base URL once /health answers."""
     port = free_port()
-    command = [sys.executable, str(EXAMPLES / "serve.py"), str(model_folder), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *options]
+    command = [
+        sys.executable,
+        str(EXAMPLES / "serve.py"),
+        str(model_folder),
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *options,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     with server_process(command, port, log_file, env, STARTUP_TIMEOUT_S) as base_url:
         yield base_url
 
 
 @contextmanager
-def server_process(command: list[str], port: int, log_file: Path, env: dict[str, str], startup_timeout_s: float) -> Iterator[str]:
+def server_process(
+    command: list[str], port: int, log_file: Path, env: dict[str, str], startup_timeout_s: float
+) -> Iterator[str]:
     """Run `command`, an OpenAI-compatible server listening on 127.0.0.1:`port`; yield its base URL once /health
     answers. The server runs in its own process group, killed on the way out whatever happens."""
     with open(log_file, "w") as log:
@@ -97,7 +123,11 @@ def server_process(command: list[str], port: int, log_file: Path, env: dict[str,
         deadline = time.monotonic() + startup_timeout_s
         while not _healthy(f"http://127.0.0.1:{port}/health"):
             if server.poll() is not None or time.monotonic() > deadline:
-                state = f"exited with {server.returncode}" if server.poll() is not None else f"not up after {startup_timeout_s} s"
+                state = (
+                    f"exited with {server.returncode}"
+                    if server.poll() is not None
+                    else f"not up after {startup_timeout_s} s"
+                )
                 pytest.fail(f"the server {state}:\n{log_file.read_text()[-4000:]}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"

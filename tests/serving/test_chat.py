@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from tests.processes import EXAMPLES, run_example_in_process
-from tests.serving.support import build_checkpoint, chat_prompt, greedy
 
 from gptcore.tokenization import gpt2_tokenizer
+from tests.processes import EXAMPLES, run_example_in_process
+from tests.serving.support import build_checkpoint, chat_prompt, greedy
 
 MAX_TOKENS = 8
 
@@ -20,11 +20,23 @@ MAX_TOKENS = 8
 @pytest.mark.slow
 def test_two_turns_then_reset(tmp_path):
     folder, model, reference = build_checkpoint(tmp_path)
-    turns = ["Name three primary colours.", "And one more?", "/reset", "Name three primary colours.", "/exit", "never read"]
+    turns = [
+        "Name three primary colours.",
+        "And one more?",
+        "/reset",
+        "Name three primary colours.",
+        "/exit",
+        "never read",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(EXAMPLES / "chat.py"), "--model_name_or_path", str(folder), "--greedy"]
     result = subprocess.run(
-        [*command, "--max_new_tokens", str(MAX_TOKENS), "--show_prompt"], input="\n".join(turns) + "\n", capture_output=True, text=True, env=env, timeout=180
+        [*command, "--max_new_tokens", str(MAX_TOKENS), "--show_prompt"],
+        input="\n".join(turns) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -42,7 +54,9 @@ def test_two_turns_then_reset(tmp_path):
 
     prompts = re.findall(r"\[prompt\]\n(.*?)\n\[/prompt\]", result.stderr, flags=re.S)
     assert len(prompts) == 3
-    assert replies[0] in prompts[1] and prompts[1].count("### Instruction:") == 2  # turn 2 sees turn 1, question and answer
+    assert (
+        replies[0] in prompts[1] and prompts[1].count("### Instruction:") == 2
+    )  # turn 2 sees turn 1, question and answer
     assert prompts[2] == prompts[0]  # nothing of the first conversation is left after /reset
     # The history changes the answer: the second question alone gets another one.
     alone = greedy(model, chat_prompt(tokenizer, history[2:3]), MAX_TOKENS)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.serving.support import build_checkpoint, greedy
 from transformers import GenerationConfig
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.tokenization import gpt2_tokenizer
+from tests.serving.support import build_checkpoint, greedy
 
 MAX_TOKENS = 10
 
@@ -31,7 +31,9 @@ def generate_batch(model, prompts: list[list[int]]) -> list[list[int]]:
         outputs = model.generate_batch(prompts, generation_config=config, progress_bar=False)
     else:  # a small cache: by default it takes a share of the machine's RAM
         cb = ContinuousBatchingConfig(num_blocks=16, max_batch_tokens=256)
-        outputs = model.generate_batch(prompts, generation_config=config, continuous_batching_config=cb, progress_bar=False)
+        outputs = model.generate_batch(
+            prompts, generation_config=config, continuous_batching_config=cb, progress_bar=False
+        )
     assert len(outputs) == len(prompts), "continuous batching returned no answer for some prompts (see the log)"
     by_prompt = {tuple(out.prompt_ids): out.generated_tokens for out in outputs.values()}
     return [by_prompt[tuple(p)] for p in prompts]
@@ -48,7 +50,12 @@ def test_generate_batch_is_generate_and_gpt2(checkpoint, attn_implementation):
     folder, _, reference = checkpoint
     model = GPTCoreForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation).eval()
     tokenizer = gpt2_tokenizer()
-    texts = ["Alice was beginning to get very tired", "Hello", "The meaning of life is", "Once upon a time, in a land far away,"]
+    texts = [
+        "Alice was beginning to get very tired",
+        "Hello",
+        "The meaning of life is",
+        "Once upon a time, in a land far away,",
+    ]
     prompts = [tokenizer(text).input_ids for text in texts]
     with torch.no_grad():
         batched = generate_batch(model, prompts)

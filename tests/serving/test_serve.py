@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.serving.support import build_checkpoint, chat_prompt, greedy, openai_client, served, skip_without_serving
 
 skip_without_serving()
@@ -50,10 +51,14 @@ def test_streamed_completion_is_the_same_text(checkpoint, client):
     folder, model, _ = checkpoint
     tokenizer = gpt2_tokenizer()
     prompt = "Alice was beginning to get very tired"
-    stream = client.completions.create(model=str(folder), prompt=prompt, max_tokens=MAX_TOKENS, temperature=0, stream=True)
+    stream = client.completions.create(
+        model=str(folder), prompt=prompt, max_tokens=MAX_TOKENS, temperature=0, stream=True
+    )
     pieces = [chunk.choices[0].text for chunk in stream if chunk.choices and chunk.choices[0].text]
     assert len(pieces) > 1  # really streamed, piece by piece
-    assert "".join(pieces) == tokenizer.decode(greedy(model, tokenizer(prompt).input_ids, MAX_TOKENS), skip_special_tokens=True)
+    assert "".join(pieces) == tokenizer.decode(
+        greedy(model, tokenizer(prompt).input_ids, MAX_TOKENS), skip_special_tokens=True
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -65,7 +70,9 @@ def test_chat_completion_uses_the_chat_template(checkpoint, client, stream):
     assert tokenizer.decode(prompt).endswith("### Instruction:\nName three primary colours.\n\n### Response:\n")
     expected = greedy(model, prompt, MAX_TOKENS)
     assert expected == greedy(reference, prompt, MAX_TOKENS)
-    answer = client.chat.completions.create(model=str(folder), messages=messages, max_tokens=MAX_TOKENS, temperature=0, stream=stream)
+    answer = client.chat.completions.create(
+        model=str(folder), messages=messages, max_tokens=MAX_TOKENS, temperature=0, stream=stream
+    )
     if stream:
         text = "".join(chunk.choices[0].delta.content or "" for chunk in answer if chunk.choices)
     else:
@@ -79,7 +86,10 @@ def test_multi_turn_history_reaches_the_prompt(checkpoint, client):
     tokenizer = gpt2_tokenizer()
     history = [{"role": "user", "content": "Name three primary colours."}]
     first = client.chat.completions.create(model=str(folder), messages=history, max_tokens=MAX_TOKENS, temperature=0)
-    history += [{"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": "And one more?"}]
+    history += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And one more?"},
+    ]
 
     second = client.chat.completions.create(model=str(folder), messages=history, max_tokens=MAX_TOKENS, temperature=0)
     prompt = chat_prompt(tokenizer, history)  # the template over the whole conversation
@@ -94,7 +104,8 @@ def test_multi_turn_history_reaches_the_prompt(checkpoint, client):
 
 
 def test_transformers_chat_talks_to_the_server(checkpoint, client, tmp_path):
-    """`transformers chat <model> <url>`, transformers' terminal client, holds a two-turn conversation with the server."""
+    """`transformers chat <model> <url>`, transformers' terminal client, holds a two-turn conversation with the
+    server."""
     folder, model, _ = checkpoint
     tokenizer = gpt2_tokenizer()
     cli = Path(sys.executable).parent / "transformers"  # transformers' console script, installed beside this Python
@@ -102,11 +113,20 @@ def test_transformers_chat_talks_to_the_server(checkpoint, client, tmp_path):
         pytest.skip(f"no `transformers` command beside {sys.executable}")
     command = [str(cli), "chat", str(folder), str(client.base_url).removesuffix("/v1/")]
     # Its client refuses any URL, even a local one, under HF_HUB_OFFLINE; the update check is the only other request.
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"HF_HUB_DISABLE_UPDATE_CHECK": "1", "COLUMNS": "1000"}
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "COLUMNS": "1000",
+    }
     # Each reply stops at the token limit, after which it asks whether to continue: "n".
     turns = "Name three primary colours.\nn\nAnd one more?\nn\n!exit\n"
     result = subprocess.run(
-        [*command, "do_sample=False", f"max_new_tokens={MAX_TOKENS}"], input=turns, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        [*command, "do_sample=False", f"max_new_tokens={MAX_TOKENS}"],
+        input=turns,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     history = [{"role": "user", "content": "Name three primary colours."}]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tests.serving.support import build_checkpoint, chat_prompt, greedy, openai_client, served, skip_without_serving
 
 skip_without_serving()
@@ -34,10 +35,19 @@ def client(checkpoint, tmp_path_factory):
 def test_concurrent_completions_are_generate(checkpoint, client):
     folder, model, reference = checkpoint
     tokenizer = gpt2_tokenizer()
-    prompts = ["Alice was beginning to get very tired", "The meaning of life is", "Hello", "Once upon a time, in a land far away,"]
+    prompts = [
+        "Alice was beginning to get very tired",
+        "The meaning of life is",
+        "Hello",
+        "Once upon a time, in a land far away,",
+    ]
 
     def complete(prompt: str) -> str:
-        return client.completions.create(model=str(folder), prompt=prompt, max_tokens=MAX_TOKENS, temperature=0).choices[0].text
+        return (
+            client.completions.create(model=str(folder), prompt=prompt, max_tokens=MAX_TOKENS, temperature=0)
+            .choices[0]
+            .text
+        )
 
     with ThreadPoolExecutor(len(prompts)) as pool:  # in flight together: prompts of different lengths share batches
         answers = list(pool.map(complete, prompts))
@@ -53,8 +63,16 @@ def test_multi_turn_chat_is_generate(checkpoint, client, stream):
     tokenizer = gpt2_tokenizer()
     history = [{"role": "user", "content": "Name three primary colours."}]
     for follow_up in ("And one more?", None):
-        answer = client.chat.completions.create(model=str(folder), messages=history, max_tokens=MAX_TOKENS, temperature=0, stream=stream)
-        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices) if stream else answer.choices[0].message.content
-        assert text == tokenizer.decode(greedy(model, chat_prompt(tokenizer, history), MAX_TOKENS), skip_special_tokens=True)
+        answer = client.chat.completions.create(
+            model=str(folder), messages=history, max_tokens=MAX_TOKENS, temperature=0, stream=stream
+        )
+        text = (
+            "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+            if stream
+            else answer.choices[0].message.content
+        )
+        assert text == tokenizer.decode(
+            greedy(model, chat_prompt(tokenizer, history), MAX_TOKENS), skip_special_tokens=True
+        )
         if follow_up:
             history += [{"role": "assistant", "content": text}, {"role": "user", "content": follow_up}]

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip("vLLM is not installed here; `bash .ci/setup-vllm-venv` makes an environment with it", allow_module_level=True)
+    pytest.skip(
+        "vLLM is not installed here; `bash .ci/setup-vllm-venv` makes an environment with it", allow_module_level=True
+    )
 
 from gptcore.conversion import export_hf_gpt2  # noqa: E402
 from gptcore.tokenization import gpt2_tokenizer  # noqa: E402
-
 from tests.serving.support import build_checkpoint, free_port, greedy, openai_client, server_process  # noqa: E402
 
 pytestmark = pytest.mark.slow  # each server takes a minute or two to start on 2 cores
@@ -54,9 +55,20 @@ def folders(tmp_path_factory: pytest.TempPathFactory):
 def vllm_server(model_folder: Path, log_file: Path):
     port = free_port()
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_folder),
-        "--dtype", "float32", "--max-model-len", "256", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_folder),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "256",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return server_process(command, port, log_file, env, STARTUP_TIMEOUT_S)
 

@@ -1,11 +1,11 @@
 """The readable reference BPE (tokenization/bpe.py) agrees with the fast `tokenizers` path."""
 
 import pytest
-from tests.tokenization.test_tokenization_gpt2 import CORPUS_DIR, TRICKY_STRINGS
-from tests.tokenization.test_tokenization_training import merges_of
 
 from gptcore.tokenization import ByteLevelBPE, bytes_to_unicode, gpt2_tokenizer, load_gpt2_vocab, train_tokenizer
 from gptcore.tokenization.bpe import pre_tokenize
+from tests.tokenization.test_tokenization_gpt2 import CORPUS_DIR, TRICKY_STRINGS
+from tests.tokenization.test_tokenization_training import merges_of
 
 SLICE = 20_000  # characters per corpus file: enough for every kind of word, fast in pure Python
 

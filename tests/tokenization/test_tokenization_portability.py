@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from tests.processes import run_without_gptcore
-
 from gptcore.tokenization import gpt2_tokenizer, train_tokenizer
+from tests.processes import run_without_gptcore
 
 CHILD = """
 import json
@@ -40,7 +39,9 @@ def load_in_plain_transformers(folders, messages, cwd):
 @pytest.mark.slow  # a fresh interpreter
 def test_saved_tokenizers_load_without_gptcore(tmp_path):
     gpt2 = gpt2_tokenizer()
-    trained = train_tokenizer(iter(["the quick brown fox jumps over the lazy dog. " * 50]), 300, ["<|endoftext|>", "<|pad|>"])
+    trained = train_tokenizer(
+        iter(["the quick brown fox jumps over the lazy dog. " * 50]), 300, ["<|endoftext|>", "<|pad|>"]
+    )
     gpt2.save_pretrained(tmp_path / "gpt2")
     trained.save_pretrained(tmp_path / "trained")
     messages = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]

@@ -5,10 +5,10 @@ import runpy
 from pathlib import Path
 
 import pytest
-from tests.tokenization.test_tokenization_gpt2 import CORPUS_DIR
 from transformers import AutoTokenizer
 
 from gptcore.tokenization import train_tokenizer
+from tests.tokenization.test_tokenization_gpt2 import CORPUS_DIR
 
 ALICE = CORPUS_DIR / "alice29.txt"
 ALICE_TEXT = ALICE.read_bytes().decode("utf-8")  # CRLF kept, as the trainer reads the file

@@ -51,7 +51,9 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["run_settings"]
-        changed = {name: (saved.get(name), value) for name, value in self.run_settings.items() if saved.get(name) != value}
+        changed = {
+            name: (saved.get(name), value) for name, value in self.run_settings.items() if saved.get(name) != value
+        }
         if changed:
             details = ", ".join(f"--{name} was {old!r}, now {new!r}" for name, (old, new) in changed.items())
             raise ValueError(
@@ -79,7 +81,9 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> Path | None:
         return found[-1][1] if found else None
     path = Path(spec)
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {path} does not exist; pass a checkpoints/step-N folder or 'latest'")
+        raise FileNotFoundError(
+            f"checkpoint folder {path} does not exist; pass a checkpoints/step-N folder or 'latest'"
+        )
     if not (path / COMPLETE_MARKER).is_file():
         raise ValueError(
             f"{path} is not a complete checkpoint (no {COMPLETE_MARKER}: it was interrupted while being written); "
@@ -88,7 +92,9 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> Path | None:
     return path
 
 
-def resume_or_start(accelerator: Accelerator, spec: str | None, checkpoints_dir: Path, run_settings: dict[str, Any]) -> TrainingProgress:
+def resume_or_start(
+    accelerator: Accelerator, spec: str | None, checkpoints_dir: Path, run_settings: dict[str, Any]
+) -> TrainingProgress:
     """Where training stands: restored from checkpoint `spec` (see `resolve_checkpoint`), else at the start."""
     progress = TrainingProgress(run_settings)
     if spec:
@@ -154,7 +160,7 @@ class StopOnSignal:
         self.signum: int | None = None
         self._previous = {}
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self

@@ -5,29 +5,43 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import datasets
 import torch
 from accelerate import Accelerator
-from gptcore.training.arguments import ModelArguments, load_tokenizer
-from gptcore.training.lm_data import load_text_datasets, pack_into_blocks, split_validation, tokenize_documents, unigram_baseline
-from gptcore.training.pretraining.checkpoints import TrainingProgress
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
+
+from gptcore.training.arguments import ModelArguments, load_tokenizer
+from gptcore.training.lm_data import (
+    load_text_datasets,
+    pack_into_blocks,
+    split_validation,
+    tokenize_documents,
+    unigram_baseline,
+)
+from gptcore.training.pretraining.checkpoints import TrainingProgress
 
 
 def load_document_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     """The tokenizer (see `load_tokenizer`); it must have an EOS token, which separates packed documents."""
     tokenizer = load_tokenizer(model_args)
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token to separate documents; pass one that has (--tokenizer_name_or_path)")
+        raise ValueError(
+            "the tokenizer has no EOS token to separate documents; pass one that has (--tokenizer_name_or_path)"
+        )
     return tokenizer
 
 
 def prepare_data(
-    args: argparse.Namespace, accelerator: Accelerator, tokenizer: Any, vocab_size: int, default_train_files: list[str] | None
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    tokenizer: Any,
+    vocab_size: int,
+    default_train_files: list[str] | None,
 ) -> tuple[DataLoader, DataLoader, float | None]:
     """(training loader, validation loader, unigram baseline; the baseline on the main process only)."""
     started = time.perf_counter()
@@ -37,13 +51,17 @@ def prepare_data(
     micro_batch = args.batch_size // args.gradient_accumulation_steps
     streamed = isinstance(train, datasets.IterableDataset)
     if not streamed and len(train) < micro_batch:
-        raise ValueError(f"the training data has {len(train)} blocks, fewer than one micro-batch ({micro_batch}); add data or lower --batch_size")
+        raise ValueError(
+            f"the training data has {len(train)} blocks, fewer than one micro-batch ({micro_batch}); add data or "
+            "lower --batch_size"
+        )
     baseline = None
     if accelerator.is_main_process:
         baseline, n_counted = unigram_baseline(train, validation, vocab_size)
         source = args.dataset_name or ", ".join(Path(path).name for path in train_files or [])
         accelerator.print(
-            f"Data ({source}): {'streamed' if streamed else len(train)} training and {len(validation)} validation blocks of "
+            f"Data ({source}): {'streamed' if streamed else len(train)} training and {len(validation)} validation "
+            "blocks of "
             f"{args.block_size} tokens, ready in {time.perf_counter() - started:.1f} s. Unigram baseline "
             f"{baseline:.3f} nats/token (add-one smoothing, counts from {n_counted} training tokens)"
         )
@@ -58,12 +76,19 @@ def load_blocks(args: argparse.Namespace, tokenizer: Any, train_files: list[str]
     workers = args.preprocessing_num_workers
 
     def blocks(text: Any, what: str) -> Any:
-        return pack_into_blocks(tokenize_documents(text, tokenizer, args.text_column, workers), args.block_size, workers, what)
+        return pack_into_blocks(
+            tokenize_documents(text, tokenizer, args.text_column, workers), args.block_size, workers, what
+        )
 
     train_text, validation_text = load_text_datasets(
-        train_files, args.validation_files, args.dataset_name, args.dataset_config_name,
-        args.text_column, args.sample_by, args.streaming,
-    )  # fmt: skip
+        train_files,
+        args.validation_files,
+        args.dataset_name,
+        args.dataset_config_name,
+        args.text_column,
+        args.sample_by,
+        args.streaming,
+    )
     train = blocks(train_text, "training")
     validation = blocks(validation_text, "validation") if validation_text is not None else None
     return split_validation(train, validation, args.validation_split_percentage, args.max_eval_samples, args.seed)
