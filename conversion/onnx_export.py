@@ -1,7 +1,7 @@
 """gptcore -> ONNX for ONNX Runtime: one decoder graph that takes and returns the KV cache.
 
 Why `torch.onnx.export` of gptcore itself rather than optimum's exporter on the exported GPT-2 folder: optimum's
-ONNX exporter now lives in `optimum-onnx`, whose newest release (0.1.0) requires transformers<4.58, and gptcore
+ONNX exporter lives in `optimum-onnx`, whose newest release (0.1.0) requires transformers<4.58, and gptcore
 needs transformers 5. The core's KV-cache seam keeps the export short: the past keys/values come in as graph
 inputs, the core's own `KVCache` appends the new ones, and the results go out.
 

@@ -27,7 +27,7 @@ Entries, and the releases that need each (gptcore supports transformers 5.0.0 an
   switch that lets `generate()` compile on a CPU (all 5.x): one place to change when they move;
 - transformers' own GPT-2 (a test and benchmark oracle, not gptcore) leaves `loss_type` unset in all 5.x releases;
 - training adapters on a torchao int8 weight-only base: Trainer refuses it in 5.0 (its torchao quantiser counts only
-  the string quant types as trainable, which torchao 0.18 no longer serves), 5.25 trains it.
+  the string quant types as trainable, which torchao 0.18 does not serve), 5.25 trains it.
 """
 
 from __future__ import annotations

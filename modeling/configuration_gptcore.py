@@ -8,7 +8,8 @@ from transformers import PreTrainedConfig
 
 from .compat import CACHE_KEYS
 
-# Checked at construction: name -> (type, minimum). Booleans are ints in Python, hence the explicit test.
+# Checked at construction. Integer fields, name -> smallest allowed value (each must be an int, and not a bool:
+# booleans are ints in Python, hence the explicit test); dropout probabilities, each in [0, 1).
 _INT_FIELDS = {"vocab_size": 1, "n_positions": 1, "n_embd": 1, "n_layer": 1, "n_head": 1}
 _PROB_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
 

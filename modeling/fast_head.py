@@ -87,7 +87,7 @@ def lm_head_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     rows: the same product, but CPU BLAS libraries run a skinny product faster with the long vocabulary axis
     first (a decode step's (batch, n_embd) x (n_embd, vocab) product above all). Returned contiguous, like
     F.linear's result; for many rows that copy costs more than the faster product gains, so those go through
-    F.linear. (README's performance section has the measurements behind the row limit.)"""
+    F.linear."""
     rows = x.numel() // x.size(-1)
     if x.device.type != "cpu" or rows > x.size(-1) // 2:
         return F.linear(x, weight)

@@ -1,7 +1,7 @@
 """Where gptcore's time goes, operator by operator: torch.profiler's self time per operator for a training step and
 for `generate()`, for `examples/benchmark.py --profile`. The profile to read before optimising, taken on the
-machine at hand, in each precision the benchmark measures (on a CPU with AMX, bf16 matrix products are ~6x faster than
-fp32, so the rest of a step weighs far more there than on other machines)."""
+machine at hand, in each precision the benchmark measures (where AMX computes bf16 matrix products several times
+faster than fp32, the rest of a step weighs far more in bf16)."""
 
 from __future__ import annotations
 
