@@ -58,10 +58,7 @@ def run_without_gptcore(code: str, cwd: Path, stdin: str | None = None, timeout:
 
 def run_example(script: str, *args: str, cwd: Path | None = None, timeout: int = 300):
     """Run `python examples/<script> args...` as a user would; fail the test with its output if it fails."""
-    import subprocess
-    import sys
-
-    # One thread: tiny models gain nothing from more, and lose a lot when the machine is busy.
+    # One thread, as in the test process (see tests/conftest.py): tiny models gain nothing from more.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
@@ -82,7 +79,6 @@ def run_example_in_process(script: str, *args: str, monkeypatch) -> None:
     """Run examples/<script> in this process, as `python examples/<script> args...` would run it, without
     paying again for starting an interpreter and importing torch and transformers."""
     import runpy
-    import sys
 
     monkeypatch.setattr(sys, "argv", [script, *args])
     monkeypatch.syspath_prepend(str(EXAMPLES))  # what Python does for `python examples/<script>`

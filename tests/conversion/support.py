@@ -1,4 +1,4 @@
-"""Shared pieces of the conversion tests: tiny models, fixed inputs, and the source layouts built by hand.
+"""Shared pieces of the conversion tests: fixed inputs, the parity check, and the source layouts built by hand.
 
 The nanoGPT and LLMs-from-scratch layouts are written from their documented key names and shapes (no
 foreign code is vendored), and each comes with a reference forward pass written for that layout, so
@@ -15,15 +15,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import GPT2LMHeadModel
 
-from tests.oracle import TINY_GPT2_CONFIGS, gpt2_config
+from tests.oracle import TINY_GPT2_CONFIGS, TOL, random_gpt2
 
 OPENAI_TF_TINY = Path(__file__).parent / "fixtures" / "openai_tf_tiny"
 N_LAYER, N_HEAD, N_EMBD, VOCAB, N_POS = (
     TINY_GPT2_CONFIGS["base"][k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")
 )
-TOL = 1e-5
+# The last token id stands for <|endoftext|>: the tiny vocabulary has no id 50256.
+END_OF_TEXT = dict(bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)
+# The hf-gpt2 sources: every tensor random (`every_tensor`), so that a tensor the conversion drops shows.
+SOURCE_GPT2 = dict(every_tensor=True, **END_OF_TEXT)
 
 
 def token_ids(vocab_size: int = VOCAB, seed: int = 0) -> torch.Tensor:
@@ -44,19 +46,6 @@ def random_tensor(shape: tuple[int, ...], generator: torch.Generator, scale: flo
     return torch.randn(shape, generator=generator) * scale
 
 
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """`model` with every parameter random (biases and LayerNorms too, so none can be dropped), in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(random_tensor(param.shape, generator))
-    return model.eval()
-
-
-def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
-    return randomize(GPT2LMHeadModel(gpt2_config(bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, **overrides)), seed)
-
-
 @dataclass
 class Source:
     """A checkpoint written in a source layout, and the logits the source's own computation gives."""
@@ -67,7 +56,7 @@ class Source:
 
 
 def hf_gpt2_source(folder: Path) -> Source:
-    gpt2 = tiny_gpt2()
+    gpt2 = random_gpt2(**SOURCE_GPT2)
     gpt2.save_pretrained(folder)
     return Source(folder, lambda ids: logits_of(gpt2, ids))
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from gptcore.conversion import FORMATS
 from gptcore.conversion.cli import main
 from tests.conversion.support import assert_parity, book_source, nanogpt_source, token_ids
+from tests.oracle import GPT2_VOCAB_SIZE, random_gptcore, save_with_gpt2_tokenizer
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -81,13 +82,9 @@ def test_chat_template_travels_with_the_tokenizer(tmp_path):
     file)."""
     from transformers import AutoTokenizer
 
-    from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
-    from gptcore.tokenization import ALPACA_CHAT_TEMPLATE, gpt2_tokenizer
+    from gptcore.tokenization import ALPACA_CHAT_TEMPLATE
 
-    source = tmp_path / "instruct"
-    GPTCoreForCausalLM(GPTCoreConfig(n_layer=1, n_head=2, n_embd=16, n_positions=32)).save_pretrained(source)
-    tokenizer = gpt2_tokenizer()
-    tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
-    tokenizer.save_pretrained(source)
+    source = save_with_gpt2_tokenizer(random_gptcore(vocab_size=GPT2_VOCAB_SIZE), tmp_path / "instruct")
+    assert AutoTokenizer.from_pretrained(source).chat_template == ALPACA_CHAT_TEMPLATE
     assert main([str(source), str(tmp_path / "gpt2"), "--to", "hf-gpt2", "-q"]) == 0
     assert AutoTokenizer.from_pretrained(tmp_path / "gpt2").chat_template == ALPACA_CHAT_TEMPLATE

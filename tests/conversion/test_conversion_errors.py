@@ -14,17 +14,18 @@ from safetensors.torch import load_file, save_file
 from gptcore.conversion import convert
 from tests.conversion.support import (
     OPENAI_TF_TINY,
+    SOURCE_GPT2,
     book_config,
     book_state_dict,
     nanogpt_checkpoint,
     nanogpt_state_dict,
-    tiny_gpt2,
 )
+from tests.oracle import random_gpt2
 
 
 @pytest.fixture
 def hf_folder(tmp_path):
-    tiny_gpt2().save_pretrained(tmp_path / "hf")
+    random_gpt2(**SOURCE_GPT2).save_pretrained(tmp_path / "hf")
     return tmp_path / "hf"
 
 
@@ -57,7 +58,7 @@ def test_missing_weights(hf_folder, tmp_path):
 
 
 def test_missing_shard(tmp_path):
-    tiny_gpt2().save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    random_gpt2(**SOURCE_GPT2).save_pretrained(tmp_path / "hf", max_shard_size="20KB")
     shard = sorted((tmp_path / "hf").glob("model-*.safetensors"))[-1]
     shard.unlink()
     with pytest.raises(FileNotFoundError, match=shard.name):

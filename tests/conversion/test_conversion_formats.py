@@ -22,7 +22,7 @@ from gptcore.modeling.gpt2_checkpoint import expected_shapes
 from tests.conversion.support import (
     N_POS,
     OPENAI_TF_TINY,
-    TOL,
+    SOURCE_GPT2,
     Source,
     assert_parity,
     book_config,
@@ -35,16 +35,16 @@ from tests.conversion.support import (
     nanogpt_forward,
     nanogpt_source,
     nanogpt_state_dict,
-    tiny_gpt2,
     token_ids,
 )
+from tests.oracle import TOL, random_gpt2
 
 # --- hf-gpt2 --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layout", ["safetensors", "sharded", "pytorch_bin_legacy"])
 def test_hf_gpt2_parity(tmp_path, layout):
-    gpt2 = tiny_gpt2()
+    gpt2 = random_gpt2(**SOURCE_GPT2)
     src = tmp_path / "src"
     if layout == "pytorch_bin_legacy":
         # Old uploads: a pickle, keys without `transformer.`, the mask buffers, and a stored lm_head.
@@ -124,7 +124,7 @@ def test_published_gpt2_configs_map(name):
 
 
 def test_round_trip_hf_gpt2_is_bit_identical(tmp_path):
-    gpt2 = tiny_gpt2(seed=3)
+    gpt2 = random_gpt2(3, **SOURCE_GPT2)
     gpt2.save_pretrained(tmp_path / "hf")
     convert(tmp_path / "hf", tmp_path / "core")
     convert(tmp_path / "core", tmp_path / "hf2", to="hf-gpt2")
@@ -260,7 +260,7 @@ def test_llms_from_scratch_checkpoint_dict_with_config_beside(tmp_path):
 
 
 def test_gptcore_folder_to_hf_gpt2_with_dtype_and_shards(tmp_path):
-    gpt2 = tiny_gpt2(seed=1)
+    gpt2 = random_gpt2(1, **SOURCE_GPT2)
     gpt2.save_pretrained(tmp_path / "hf")
     # sharded gptcore output ...
     convert(tmp_path / "hf", tmp_path / "core", max_shard_size="20KB")
@@ -283,7 +283,7 @@ def test_gptcore_folder_to_hf_gpt2_with_dtype_and_shards(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dtype_conversion_reloads_with_that_dtype(tmp_path, dtype):
-    gpt2 = tiny_gpt2(seed=2)
+    gpt2 = random_gpt2(2, **SOURCE_GPT2)
     gpt2.save_pretrained(tmp_path / "hf")
     name = str(dtype).removeprefix("torch.")
     convert(tmp_path / "hf", tmp_path / "out", dtype=name)
@@ -332,7 +332,7 @@ def test_hub_repo_ids_are_downloaded_through_transformers(tmp_path, monkeypatch)
     import huggingface_hub
     import transformers.utils
 
-    gpt2 = tiny_gpt2(seed=4)
+    gpt2 = random_gpt2(4, **SOURCE_GPT2)
     gpt2.save_pretrained(tmp_path / "hub" / "someone" / "tiny-gpt2")
     requested = []
 

@@ -9,22 +9,8 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from gptcore.conversion import export_hf_gpt2
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
-from tests.conversion.support import N_EMBD, N_HEAD, N_LAYER, N_POS, TOL, VOCAB, logits_of, randomize, token_ids
-
-
-def tiny_gptcore(**overrides) -> GPTCoreForCausalLM:
-    config = GPTCoreConfig(
-        vocab_size=VOCAB,
-        n_positions=N_POS,
-        n_embd=N_EMBD,
-        n_layer=N_LAYER,
-        n_head=N_HEAD,
-        bos_token_id=VOCAB - 1,
-        eos_token_id=VOCAB - 1,
-        **overrides,
-    )
-    return randomize(GPTCoreForCausalLM(config), seed=7)
+from tests.conversion.support import END_OF_TEXT, logits_of, token_ids
+from tests.oracle import TOL, random_gptcore
 
 
 @pytest.mark.parametrize(
@@ -33,7 +19,7 @@ def tiny_gptcore(**overrides) -> GPTCoreForCausalLM:
     ids=["gpt2", "untied-head", "exact-gelu"],
 )
 def test_export_loads_in_plain_gpt2_with_equal_logits(tmp_path, overrides):
-    model = tiny_gptcore(**overrides)
+    model = random_gptcore(seed=7, every_tensor=True, **END_OF_TEXT, **overrides)
     export_hf_gpt2(model, tmp_path / "gpt2")
 
     config = json.loads((tmp_path / "gpt2" / "config.json").read_text())

@@ -19,10 +19,8 @@ from gptcore.conversion.cli import main  # noqa: E402
 from gptcore.conversion.gguf_export import export_gguf  # noqa: E402
 from gptcore.modeling import GPTCoreForCausalLM  # noqa: E402
 from gptcore.tokenization import gpt2_tokenizer, train_tokenizer  # noqa: E402
-from tests.conversion.support import randomize  # noqa: E402
-from tests.oracle import gpt2_config  # noqa: E402
+from tests.oracle import GPT2_VOCAB_SIZE, gptcore_twin, random_gpt2  # noqa: E402
 
-GPT2_VOCAB = 50257
 VOCAB = 320  # most tests: a small trained tokenizer (< 290 tokens) and a vocabulary padded past it; GGUFReader takes
 # seconds to parse GPT-2's 50,257 tokens and 50,000 merges, so only the tokenizer test and llama.cpp's use them
 # What llama.cpp's GPT-2 loader (src/models/gpt2.cpp) asks for, per block and for the whole model.
@@ -76,11 +74,10 @@ def small_tokenizer():
 
 def oracle_and_gptcore(tmp_path, **overrides) -> tuple[GPT2LMHeadModel, GPTCoreForCausalLM]:
     """A random transformers GPT-2 (every tensor random, LayerNorms and biases too) and gptcore loaded from it."""
-    config = gpt2_config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
-    config.update(overrides)
-    gpt2 = randomize(GPT2LMHeadModel(config), seed=5)
+    fields = dict(vocab_size=VOCAB, n_embd=32, bos_token_id=0, eos_token_id=0)
+    gpt2 = random_gpt2(5, every_tensor=True, **{**fields, **overrides})
     gpt2.save_pretrained(tmp_path / "gpt2")
-    return gpt2, GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2").eval()
+    return gpt2, gptcore_twin(tmp_path / "gpt2")
 
 
 def read(path) -> tuple[dict[str, np.ndarray], dict[str, object], dict[str, str]]:
@@ -127,7 +124,7 @@ def test_tensors_and_metadata_match_the_gpt2_oracle(tmp_path, overrides):
 
 
 def test_gpt2_tokenizer_metadata(tmp_path):
-    _, model = oracle_and_gptcore(tmp_path, vocab_size=GPT2_VOCAB, bos_token_id=50256, eos_token_id=50256)
+    _, model = oracle_and_gptcore(tmp_path, vocab_size=GPT2_VOCAB_SIZE, bos_token_id=50256, eos_token_id=50256)
     tokenizer = gpt2_tokenizer()
     export_gguf(model, tmp_path / "model.gguf", tokenizer)
     _, fields, _ = read(tmp_path / "model.gguf")
@@ -135,7 +132,7 @@ def test_gpt2_tokenizer_metadata(tmp_path):
     vocab = tokenizer.get_vocab()
     assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
     tokens = fields["tokenizer.ggml.tokens"]
-    assert len(tokens) == GPT2_VOCAB and all(tokens[i] == t for t, i in vocab.items())
+    assert len(tokens) == GPT2_VOCAB_SIZE and all(tokens[i] == t for t, i in vocab.items())
     assert tokens[:3] == ["!", '"', "#"] and tokens[220] == "Ġ"  # vocab.json's byte-level spelling
     types = fields["tokenizer.ggml.token_type"]
     assert types[50256] == gguf.TokenType.CONTROL and set(types[:50256]) == {gguf.TokenType.NORMAL}
@@ -225,7 +222,7 @@ def test_llama_cpp_greedy_tokens_match_gptcore(tmp_path):
         "llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python; it builds llama.cpp)"
     )
     _, model = oracle_and_gptcore(
-        tmp_path, vocab_size=GPT2_VOCAB, bos_token_id=50256, eos_token_id=50256, n_embd=64, n_positions=128
+        tmp_path, vocab_size=GPT2_VOCAB_SIZE, bos_token_id=50256, eos_token_id=50256, n_embd=64, n_positions=128
     )
     tokenizer = gpt2_tokenizer()
     export_gguf(model, tmp_path / "model.gguf", tokenizer)

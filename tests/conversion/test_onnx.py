@@ -14,34 +14,16 @@ ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install 
 
 from gptcore.conversion.cli import main  # noqa: E402
 from gptcore.conversion.onnx_export import export_onnx, greedy_generate, input_names, output_names  # noqa: E402
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM  # noqa: E402
-from gptcore.tokenization import gpt2_tokenizer  # noqa: E402
-from tests.conversion.support import N_EMBD, N_HEAD, N_LAYER, N_POS, VOCAB, randomize, token_ids  # noqa: E402
-
-TOL = 1e-4  # ONNX Runtime fuses and reorders float32 sums differently
-
-
-def tiny_gptcore() -> GPTCoreForCausalLM:
-    config = GPTCoreConfig(
-        vocab_size=VOCAB,
-        n_positions=N_POS,
-        n_embd=N_EMBD,
-        n_layer=N_LAYER,
-        n_head=N_HEAD,
-        bos_token_id=VOCAB - 1,
-        eos_token_id=VOCAB - 1,
-        tie_word_embeddings=False,
-    )
-    return randomize(GPTCoreForCausalLM(config), seed=3)
+from tests.conversion.support import END_OF_TEXT, N_EMBD, N_HEAD, N_LAYER, N_POS, VOCAB, token_ids  # noqa: E402
+from tests.oracle import ORT_TOL, random_gptcore, save_with_gpt2_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A gptcore folder (with tokenizer files) exported by `python -m gptcore.conversion SRC DST --to onnx`."""
     src, dst = tmp_path_factory.mktemp("gptcore"), tmp_path_factory.mktemp("out") / "onnx"
-    model = tiny_gptcore()
-    model.save_pretrained(src)
-    gpt2_tokenizer().save_pretrained(src)  # only copied along: the test feeds token ids
+    model = random_gptcore(seed=3, every_tensor=True, tie_word_embeddings=False, **END_OF_TEXT)
+    save_with_gpt2_tokenizer(model, src)  # the tokenizer is only copied along: the test feeds token ids
     assert main([str(src), str(dst), "--to", "onnx", "-q"]) == 0
     return model, ort.InferenceSession(str(dst / "model.onnx")), dst
 
@@ -84,15 +66,15 @@ def test_prompt_and_cached_decode_steps_match_gptcore(exported):
     full = reference_logits(model, ids)
 
     logits, past = run(session, prompt)
-    assert (logits - full[:, :6]).abs().max() <= TOL
+    assert (logits - full[:, :6]).abs().max() <= ORT_TOL
     logits, past = run(session, step, past, start=6)  # one token, the prompt's keys/values from the cache
-    assert (logits - full[:, 6:7]).abs().max() <= TOL
+    assert (logits - full[:, 6:7]).abs().max() <= ORT_TOL
     logits, _ = run(session, chunk, past, start=7)  # several new tokens after cached ones
-    assert (logits - full[:, 7:]).abs().max() <= TOL
+    assert (logits - full[:, 7:]).abs().max() <= ORT_TOL
 
     # The comparison can tell: the same step without the cache predicts something else.
     uncached, _ = run(session, step, start=6)
-    assert (uncached - full[:, 6:7]).abs().max() > 100 * TOL
+    assert (uncached - full[:, 6:7]).abs().max() > 100 * ORT_TOL
 
 
 def test_greedy_tokens_match_gptcore(exported):

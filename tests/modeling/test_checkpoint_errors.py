@@ -8,16 +8,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel
+from gptcore.modeling import GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel
+from tests.oracle import TINY_GPT2_CONFIGS, gpt2_config, random_gptcore, save_random_gpt2
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    GPTCoreForCausalLM(GPTCoreConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
-        folder
-    )
+    random_gptcore(**TINY_GPT2_CONFIGS["shallow"]).save_pretrained(folder)  # one layer, n_embd 16
     return folder
 
 
@@ -97,8 +95,6 @@ def test_missing_folder_and_missing_weights(saved, tmp_path):
 
 
 def test_gpt2_checkpoint_with_unsupported_options(tmp_path):
-    from tests.oracle import gpt2_config, save_random_gpt2
-
     save_random_gpt2(tmp_path, gpt2_config(scale_attn_by_inverse_layer_idx=True))
     with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx=True"):
         GPTCoreForCausalLM.from_pretrained(tmp_path)

@@ -3,7 +3,10 @@
 import pytest
 import torch
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+from gptcore.modeling import GPTCoreConfig
+from tests.oracle import TINY_GPT2_CONFIGS, TOL, gpt2_and_twin, random_gptcore
+
+SHALLOW = TINY_GPT2_CONFIGS["shallow"]  # the messages below name its sizes: vocabulary 50, n_positions 16, n_embd 16
 
 
 @pytest.mark.parametrize(
@@ -31,8 +34,7 @@ def test_bad_config_values_are_refused(fields, message):
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return GPTCoreForCausalLM(GPTCoreConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).eval()
+    return random_gptcore(**SHALLOW)
 
 
 def test_input_longer_than_n_positions(model):
@@ -71,18 +73,14 @@ def test_bad_inputs_are_refused(model, kwargs, message):
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_an_all_padding_row_leaves_the_other_rows_alone(attn_implementation):
+def test_an_all_padding_row_leaves_the_other_rows_alone(tmp_path, attn_implementation):
     """A batch row with no real token (attention_mask all 0) is not an error for a causal LM, as in
-    transformers: it gives finite logits, and the real rows are what they would be on their own."""
-    torch.manual_seed(0)
-    config = GPTCoreConfig(
-        vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, attn_implementation=attn_implementation
-    )
-    model = GPTCoreForCausalLM(config).eval()
-    ids = torch.randint(0, 50, (2, 6))
+    transformers: it gives finite logits, and the real rows are GPT-2's for those rows alone."""
+    ref, model = gpt2_and_twin(tmp_path, attn_implementation=attn_implementation, **SHALLOW)
+    ids = torch.randint(0, SHALLOW["vocab_size"], (2, 6))
     mask = torch.tensor([[1] * 6, [0] * 6])
     with torch.no_grad():
         batch = model(ids, attention_mask=mask).logits
-        alone = model(ids[:1]).logits
+        alone = ref(ids[:1]).logits
     assert torch.isfinite(batch).all()
-    torch.testing.assert_close(batch[:1], alone, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch[:1], alone, atol=TOL, rtol=0)

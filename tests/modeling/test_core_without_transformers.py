@@ -7,7 +7,7 @@ import json
 import torch
 
 from gptcore.modeling import GPTCoreForCausalLM
-from tests.oracle import gpt2_config, save_random_gpt2
+from tests.oracle import gpt2_and_twin, tiny_fields
 from tests.processes import run_without
 
 CORE_JOB = """
@@ -39,9 +39,8 @@ print(json.dumps({
 
 
 def test_core_runs_without_transformers_and_generates_gpt2s_tokens(tmp_path):
-    config = gpt2_config(initializer_range=0.3)  # wide weights: greedy tokens differ from step to step
-    reference = save_random_gpt2(tmp_path / "gpt2", config)
-    ours = GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2")
+    # wide weights: greedy tokens differ from step to step
+    reference, ours = gpt2_and_twin(tmp_path / "gpt2", initializer_range=0.3)
     torch.save(ours.state_dict(), tmp_path / "weights.pt")  # the core's module names are the wrapper's
     core_fields = {
         name: getattr(ours.config, name) for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
@@ -72,6 +71,6 @@ def test_importing_gptcore_registers_it_with_transformers():
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model("gptcore", vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    config = AutoConfig.for_model("gptcore", **tiny_fields())
     assert type(AutoModelForCausalLM.from_config(config)) is GPTCoreForCausalLM
     assert transformers.GPTCoreForCausalLM is GPTCoreForCausalLM  # where `transformers serve` looks a class up

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
 from gptcore.modeling.core import eager_attention
+from tests.oracle import gpt2_and_twin, random_gptcore
 
 
 def test_eager_attention_survives_scores_beyond_the_fp16_range() -> None:
@@ -22,24 +22,21 @@ def test_eager_attention_survives_scores_beyond_the_fp16_range() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_model_tracks_fp32(dtype: torch.dtype) -> None:
-    config = GPTCoreConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, attn_implementation="eager")
-    torch.manual_seed(0)
-    model = GPTCoreForCausalLM(config).eval()
-    ids = torch.randint(0, 64, (2, 16))
+def test_half_precision_model_tracks_gpt2_in_fp32(tmp_path, dtype: torch.dtype) -> None:
+    ref, model = gpt2_and_twin(tmp_path, attn_implementation="eager")
+    ids = torch.randint(0, ref.config.vocab_size, (2, 16))
     with torch.no_grad():
-        reference = model(ids).logits
+        reference = ref(ids).logits
         half = model.to(dtype)(ids).logits
     assert half.dtype == dtype and torch.isfinite(half).all()
     torch.testing.assert_close(half.float(), reference, atol=0.1, rtol=0.05)
 
 
 def test_layer_norm_and_loss_stay_fp32_under_bf16_autocast() -> None:
-    config = GPTCoreConfig(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
-    model = GPTCoreForCausalLM(config)
+    model = random_gptcore()
     seen = {}
     model.transformer.ln_f.register_forward_hook(lambda m, args, out: seen.update(ln_f=out.dtype))  # returns None
-    ids = torch.randint(0, 64, (2, 16))
+    ids = torch.randint(0, model.config.vocab_size, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(ids, labels=ids)
     assert seen["ln_f"] == torch.float32

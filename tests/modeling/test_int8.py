@@ -20,9 +20,9 @@ from transformers import TorchAoConfig  # noqa: E402
 
 from gptcore.modeling import GPTCoreForCausalLM  # noqa: E402
 from gptcore.modeling.quantization import quantize_int8  # noqa: E402
-from tests.oracle import gpt2_config, save_random_gpt2  # noqa: E402
+from tests.oracle import TINY_GPT2_CONFIGS, gpt2_config, save_random_gpt2  # noqa: E402
 
-L, C, V = 2, 48, 101  # tests.oracle's base config
+L, C, V = (TINY_GPT2_CONFIGS["base"][k] for k in ("n_layer", "n_embd", "vocab_size"))  # gpt2_config()'s
 
 
 def is_int8(weight: torch.Tensor) -> bool:

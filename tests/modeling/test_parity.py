@@ -6,9 +6,7 @@ from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
 from gptcore.modeling import GPTCoreForCausalLM, GPTCoreModel
-from tests.oracle import TINY_GPT2_CONFIGS, gpt2_config, save_random_gpt2
-
-TOL = 1e-5
+from tests.oracle import TINY_GPT2_CONFIGS, TOL, gpt2_config, save_random_gpt2
 
 
 @pytest.mark.parametrize("name", sorted(TINY_GPT2_CONFIGS))

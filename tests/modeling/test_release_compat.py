@@ -14,18 +14,9 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel, compat
+from gptcore.modeling import GPTCoreForCausalLM, GPTCoreForSequenceClassification, GPTCoreModel, compat
 from gptcore.modeling.input_checks import check_positions, check_token_ids
-from tests.oracle import gpt2_config, save_random_gpt2
-
-TOL = 1e-5
-
-
-def tiny_config(**overrides) -> GPTCoreConfig:
-    fields = dict(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=2, pad_token_id=0)
-    fields.update(overrides)
-    return GPTCoreConfig(**fields)
-
+from tests.oracle import TOL, gpt2_config, gptcore_config, gptcore_twin, random_gpt2, random_gptcore, save_random_gpt2
 
 # --- the cache argument and output field ----------------------------------------------------------------------
 
@@ -41,10 +32,10 @@ def test_cache_name_follows_the_installed_release():
 
 
 def test_forward_takes_the_cache_under_both_names_and_returns_it_under_the_releases_field(gpt2_pair):
-    _, ours = gpt2_pair
+    ref, ours = gpt2_pair
     ids = torch.randint(0, 100, (1, 6))
     with torch.no_grad():
-        full = ours(ids, use_cache=False).logits
+        full = ref(ids, use_cache=False).logits
         for name in ("cache", "past_key_values"):
             first = ours(ids[:, :4], use_cache=True)
             cache = getattr(first, compat.CACHE_FIELD)
@@ -63,14 +54,14 @@ def test_forward_takes_the_cache_under_both_names_and_returns_it_under_the_relea
 def test_trainer_predictions_leave_the_cache_out(tmp_path):
     """Trainer.predict drops the output keys named by keys_to_ignore_at_inference; with the release's cache name
     missing from it, predictions would be a tuple of (logits, cache tensors)."""
-    torch.manual_seed(0)
-    model = GPTCoreForCausalLM(tiny_config())
-    data = [{"input_ids": torch.randint(1, 97, (8,)), "labels": torch.randint(1, 97, (8,))} for _ in range(3)]
+    model = random_gptcore()
+    vocab = model.config.vocab_size
+    data = [{"input_ids": torch.randint(1, vocab, (8,)), "labels": torch.randint(1, vocab, (8,))} for _ in range(3)]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=3, report_to=[], use_cpu=True)
     args.use_cache = True  # releases with this argument (default False) set config.use_cache from it; others keep True
     predictions = Trainer(model=model, args=args).predict(data).predictions
     assert not isinstance(predictions, tuple)
-    assert predictions.shape == (3, 8, 97)
+    assert predictions.shape == (3, 8, vocab)
 
 
 # --- gradient checkpointing through transformers' layer class --------------------------------------------------
@@ -78,9 +69,8 @@ def test_trainer_predictions_leave_the_cache_out(tmp_path):
 
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_gradient_checkpointing_recomputes_blocks_and_keeps_gradients(use_reentrant):
-    torch.manual_seed(0)
-    model = GPTCoreForCausalLM(tiny_config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).train()
-    ids = torch.randint(1, 97, (2, 10))
+    model = random_gptcore().train()  # dropout 0: the recomputation sees the same computation
+    ids = torch.randint(1, model.config.vocab_size, (2, 10))
 
     def grads_and_block_calls():
         calls = []
@@ -113,7 +103,7 @@ def test_packed_row_longer_than_the_context_matches_gpt2(tmp_path, attn_implemen
     save_random_gpt2(tmp_path, gpt2_config(n_positions=16))
     # the reference runs SDPA: GPT-2's eager attention in transformers 5.0 cannot take rows longer than n_positions
     ref = GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
-    ours = GPTCoreForCausalLM.from_pretrained(tmp_path, attn_implementation=attn_implementation).eval()
+    ours = gptcore_twin(tmp_path, attn_implementation=attn_implementation)
     lengths = [12, 9, 14]  # 35 tokens in a row, n_positions 16
     ids = torch.randint(1, 100, (1, sum(lengths)))
     positions = torch.cat([torch.arange(n) for n in lengths])[None]
@@ -123,7 +113,7 @@ def test_packed_row_longer_than_the_context_matches_gpt2(tmp_path, attn_implemen
         start = 0
         for n in lengths:  # each document as if alone
             torch.testing.assert_close(
-                packed[:, start : start + n], ours(ids[:, start : start + n]).logits, atol=TOL, rtol=0
+                packed[:, start : start + n], ref(ids[:, start : start + n]).logits, atol=TOL, rtol=0
             )
             start += n
 
@@ -133,7 +123,7 @@ def test_packed_row_longer_than_the_context_matches_gpt2(tmp_path, attn_implemen
 
 @pytest.mark.parametrize("dtype", [torch.int16, torch.uint8, torch.int8])
 def test_small_integer_token_ids_are_refused_clearly(dtype):
-    model = GPTCoreForCausalLM(tiny_config()).eval()
+    model = random_gptcore()
     with pytest.raises(ValueError, match="int64 or int32.*convert it with .long"):
         model(torch.tensor([[1, 2, 3]], dtype=dtype))
 
@@ -178,8 +168,7 @@ def test_gpt2_folder_loads_with_dtype_auto(tmp_path, key, stored):
 
 
 def test_untied_head_missing_from_its_own_folder_is_refused(tmp_path):
-    torch.manual_seed(0)
-    model = GPTCoreForCausalLM(tiny_config(tie_word_embeddings=False))
+    model = random_gptcore(tie_word_embeddings=False)
     model.save_pretrained(tmp_path)
     state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
@@ -224,8 +213,7 @@ def test_gpt2_import_warns_on_a_differing_tied_head_and_checks_layers_on_both_pa
 
 
 def test_gpt2_sequence_classification_folder_loads_and_matches(tmp_path):
-    torch.manual_seed(0)
-    ref = GPT2ForSequenceClassification(gpt2_config(num_labels=3, pad_token_id=0)).eval()
+    ref = random_gpt2(model_class=GPT2ForSequenceClassification, num_labels=3, pad_token_id=0)
     ref.save_pretrained(tmp_path)
     ours = GPTCoreForSequenceClassification.from_pretrained(tmp_path).eval()
     ids = torch.randint(1, 100, (3, 7))
@@ -236,24 +224,22 @@ def test_gpt2_sequence_classification_folder_loads_and_matches(tmp_path):
 
 def test_mismatched_shapes_raise_runtime_error_unless_ignored(tmp_path, caplog):
     """transformers' contract (`test_load_with_mismatched_shapes`): RuntimeError, or re-initialisation on request."""
-    torch.manual_seed(0)
-    GPTCoreForSequenceClassification(tiny_config()).save_pretrained(tmp_path)
+    random_gptcore(model_class=GPTCoreForSequenceClassification, pad_token_id=0).save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="score.weight"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=42)
     with pytest.raises(RuntimeError, match="wte.weight"):
-        AutoModel.from_pretrained(tmp_path, config=tiny_config(vocab_size=10))
+        AutoModel.from_pretrained(tmp_path, config=gptcore_config(vocab_size=10))
     with caplog.at_level("WARNING"):
         model = AutoModelForSequenceClassification.from_pretrained(
             tmp_path, num_labels=42, ignore_mismatched_sizes=True
         )
-    assert model.score.weight.shape == (42, 32)
+    assert model.score.weight.shape == (42, model.config.n_embd)
     assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 42)
 
 
 def test_output_loading_info_reports_instead_of_raising(tmp_path):
     """With output_loading_info=True the caller gets transformers' report (every missing tensor) and decides."""
-    torch.manual_seed(0)
-    GPTCoreModel(tiny_config()).save_pretrained(tmp_path)
+    random_gptcore(model_class=GPTCoreModel).save_pretrained(tmp_path)
     save_file({"tensor": torch.tensor([1, 2])}, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="missing tensors"):
         GPTCoreModel.from_pretrained(tmp_path)

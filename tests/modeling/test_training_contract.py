@@ -7,21 +7,14 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments, default_data_collator
 
-from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
+from tests.oracle import gptcore_config, random_gptcore
 
-
-def tiny_model(seed: int = 0, **overrides) -> GPTCoreForCausalLM:
-    torch.manual_seed(seed)
-    fields = dict(
-        vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
-    )
-    fields.update(overrides)
-    return GPTCoreForCausalLM(GPTCoreConfig(**fields))
+VOCAB = gptcore_config().vocab_size
 
 
 def lm_dataset(n: int, seq_len: int, seed: int = 0, masked_tail: bool = False) -> Dataset:
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 64, (n, seq_len), generator=g)
+    ids = torch.randint(0, VOCAB, (n, seq_len), generator=g)
     labels = ids.clone()
     if masked_tail:  # rows with different numbers of counted tokens make per-batch averaging wrong
         for i in range(n):
@@ -50,7 +43,7 @@ def run_trainer(model, dataset, out, optimizer=None, **args) -> None:
 
 
 def test_trainer_lowers_the_loss(tmp_path):
-    model = tiny_model()
+    model = random_gptcore()
     data = lm_dataset(8, 16).map(
         lambda row: {"input_ids": row["input_ids"][:8] * 2, "labels": row["input_ids"][:8] * 2}
     )
@@ -70,7 +63,7 @@ def test_gradient_accumulation_is_exact(tmp_path):
     data = lm_dataset(4, 16, masked_tail=True)
     updates = []
     for batch_size, accumulation in ((4, 1), (1, 4)):
-        model = tiny_model(seed=1)
+        model = random_gptcore(seed=1)
         start = {k: v.detach().clone() for k, v in model.named_parameters()}
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         run_trainer(
@@ -92,10 +85,10 @@ def test_gradient_accumulation_is_exact(tmp_path):
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_gradient_checkpointing_gives_the_same_gradients(attn):
-    ids = torch.randint(0, 64, (2, 16))
+    ids = torch.randint(0, VOCAB, (2, 16))
     grads = []
     for checkpointing in (False, True):
-        model = tiny_model(seed=2)
+        model = random_gptcore(seed=2)
         model.set_attn_implementation(attn)
         model.train()
         if checkpointing:

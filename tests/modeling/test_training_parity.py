@@ -6,28 +6,18 @@ transformers' GPT2LMHeadModel is the oracle. gptcore's four projections are nn.L
 so those weights are compared transposed (`attn.c_proj` is square: its shape alone would not tell).
 """
 
-import re
-
 import pytest
 import torch
 
-from gptcore.modeling import GPTCoreForCausalLM
-from tests.oracle import gpt2_config, save_random_gpt2
+from tests.oracle import CONV1D_WEIGHT, TOL, gpt2_and_twin, in_gpt2_layout
 
 STEPS = 20
-CONV1D_WEIGHT = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 
 
 @pytest.fixture
 def train_pair(tmp_path):
-    ref = save_random_gpt2(tmp_path / "gpt2", gpt2_config())
-    ours = GPTCoreForCausalLM.from_pretrained(tmp_path / "gpt2")
+    ref, ours = gpt2_and_twin(tmp_path / "gpt2")
     return ref.train(), ours.train()
-
-
-def in_gpt2_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """A gptcore parameter (or its gradient) as GPT2LMHeadModel holds the tensor of the same name."""
-    return tensor.t() if CONV1D_WEIGHT.search(name) else tensor
 
 
 def paired_tensors(ours, ref, grad: bool = False):
@@ -71,13 +61,13 @@ def test_first_step_gradients_match(train_pair):
     ref, ours = train_pair
     ids = batches(ref.config.vocab_size)[0]
     ref_out, ours_out = ref(input_ids=ids, labels=ids), ours(input_ids=ids, labels=ids)
-    torch.testing.assert_close(ours_out.loss, ref_out.loss, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ours_out.logits, ref_out.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours_out.loss, ref_out.loss, atol=TOL, rtol=0)
+    torch.testing.assert_close(ours_out.logits, ref_out.logits, atol=TOL, rtol=0)
     ref_out.loss.backward()
     ours_out.loss.backward()
     compared = 0
     for name, a, b in paired_tensors(ours, ref, grad=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m, n=name: f"gradient of {n} differs: {m}")
+        torch.testing.assert_close(a, b, atol=TOL, rtol=0, msg=lambda m, n=name: f"gradient of {n} differs: {m}")
         compared += 1
     assert compared == len(list(ref.parameters()))
 

@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptcore.modeling import GPTCoreForCausalLM
-from gptcore.tokenization import gpt2_tokenizer
-from tests.oracle import gpt2_config, save_random_gpt2
+from tests.oracle import GPT2_VOCAB_SIZE, gpt2_and_twin, save_with_gpt2_tokenizer
 from tests.processes import EXAMPLES
 
 SERVING_EXTRAS = ("openai", "fastapi", "uvicorn")
-STARTUP_TIMEOUT_S = 120  # imports (torch, transformers, the server) dominate; a loaded 2-core machine needs ~30 s
+# Start-up is mostly importing torch, transformers and the server; generous, as other processes share the CPU.
+STARTUP_TIMEOUT_S = 120
 
 
 def skip_without_serving() -> None:
@@ -47,14 +46,15 @@ def build_checkpoint(folder: Path, n_embd: int = 32, n_head: int = 2):
     """(gptcore folder with the GPT-2 tokenizer and its Alpaca chat template, the gptcore model, transformers' GPT-2
     with the same weights). Weights drawn wide (std 0.3): a tiny model at GPT-2's 0.02 repeats one token whatever
     the prompt, while these answers differ from prompt to prompt, so a prompt that lost its history shows."""
-    reference = save_random_gpt2(
+    reference, model = gpt2_and_twin(
         folder / "gpt2",
-        gpt2_config(vocab_size=50257, n_positions=256, n_embd=n_embd, n_head=n_head, initializer_range=0.3),
+        vocab_size=GPT2_VOCAB_SIZE,
+        n_positions=256,
+        n_embd=n_embd,
+        n_head=n_head,
+        initializer_range=0.3,
     )
-    model = GPTCoreForCausalLM.from_pretrained(folder / "gpt2").eval()
-    model.save_pretrained(folder / "gptcore")
-    gpt2_tokenizer().save_pretrained(folder / "gptcore")
-    return folder / "gptcore", model, reference
+    return save_with_gpt2_tokenizer(model, folder / "gptcore"), model, reference
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from gptcore.conversion import export_hf_gpt2  # noqa: E402
 from gptcore.tokenization import gpt2_tokenizer  # noqa: E402
 from tests.serving.support import build_checkpoint, free_port, greedy, openai_client, server_process  # noqa: E402
 
-pytestmark = pytest.mark.slow  # each server takes a minute or two to start on 2 cores
+pytestmark = pytest.mark.slow  # starting a vLLM server (loading torch, vLLM and the model) takes minutes
 
 STARTUP_TIMEOUT_S = 400
 NEW_TOKENS = 20
