@@ -69,7 +69,7 @@ from benchmarking.report import device_description, format_table, report_rows
 from benchmarking.timing import CLOCKS
 
 from gptcore.modeling import PRESETS
-from gptcore.training.runtime import pick_device
+from gptcore.training.hardware import pick_device
 
 DEFAULT_TEXT = Path(__file__).parent / "data" / "corpus" / "asyoulik.txt"
 

@@ -25,7 +25,7 @@ from transformers import TextStreamer, set_seed
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.training.arguments import ModelArguments, load_model_and_tokenizer, parse_args
 from gptcore.training.generation import SamplingArguments
-from gptcore.training.runtime import pick_device
+from gptcore.training.hardware import pick_device
 
 
 @dataclass

@@ -8,7 +8,7 @@ r"""How big is a gptcore model, how much compute per token, and how much memory 
 
 Without --model_name_or_path or --config the model is GPT-2 small (124M), which --config_overrides changes.
 Training memory covers AdamW on all weights: weights, gradients, the two AdamW states, the activations
-kept for the backward pass (counted tensor by tensor, see gptcore.training.memory) and the transient
+kept for the backward pass (counted tensor by tensor, see gptcore.training.memory_estimate) and the transient
 gradients at the busiest moment of the step. `--measure` runs steps in a fresh process and reports its
 peak: resident memory (VmHWM) above the process's own baseline on CPU, `torch.cuda.max_memory_allocated`
 on CUDA.
@@ -32,7 +32,8 @@ from pathlib import Path
 from benchmarking.memory_measurement import measure_training_peak  # beside this script (examples/benchmarking)
 
 from gptcore.training.arguments import ModelArguments, load_config, parse_args
-from gptcore.training.memory import (
+from gptcore.training.hardware import pick_device
+from gptcore.training.memory_estimate import (
     FINETUNING_MODES,
     PRECISIONS,
     Shape,
@@ -42,7 +43,6 @@ from gptcore.training.memory import (
     inference_memory,
     training_memory,
 )
-from gptcore.training.runtime import pick_device
 
 TRAINING_COLUMNS = ("weights", "gradients", "optimizer_states", "activations", "peak")
 

@@ -21,8 +21,13 @@ from transformers import DataCollatorWithPadding, Trainer
 
 from gptcore.modeling import GPTCoreForSequenceClassification
 from gptcore.training.arguments import check_within_context, load_model_and_tokenizer
-from gptcore.training.classification import compute_metrics, freeze_all_but_last_block
-from gptcore.training.classification_data import ClassificationDataArguments, encode_texts, load_classification_splits
+from gptcore.training.classification import (
+    ClassificationDataArguments,
+    compute_metrics,
+    encode_texts,
+    freeze_all_but_last_block,
+    load_classification_splits,
+)
 from gptcore.training.finetuning import start_finetuning, train_and_evaluate
 
 SMS_SPAM = Path(__file__).resolve().parent / "data" / "finetune" / "sms_spam_collection.tsv"

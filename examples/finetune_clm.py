@@ -21,8 +21,8 @@ from transformers import Trainer
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.training.arguments import check_within_context, load_model_and_tokenizer
-from gptcore.training.clm_data import TextDataArguments, causal_lm_collator, load_text_blocks
 from gptcore.training.finetuning import start_finetuning, train_and_evaluate
+from gptcore.training.language_modeling import TextDataArguments, causal_lm_collator, load_text_blocks
 from gptcore.training.lora import LoraArguments, add_lora
 from gptcore.training.memory_saving import MemorySavingArguments, prepare_for_training, quantization_config
 

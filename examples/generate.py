@@ -20,7 +20,7 @@ from transformers import TextStreamer, set_seed
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.training.arguments import ModelArguments, load_model_and_tokenizer, parse_args
 from gptcore.training.generation import SamplingArguments, encode_prompt
-from gptcore.training.runtime import pick_device
+from gptcore.training.hardware import pick_device
 
 
 @dataclass

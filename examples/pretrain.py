@@ -43,12 +43,16 @@ from transformers import PreTrainedTokenizerBase, get_cosine_with_min_lr_schedul
 
 from gptcore.modeling import GPTCoreForCausalLM
 from gptcore.modeling.compat import enable_activation_checkpointing
-from gptcore.training.arguments import ModelArguments, check_vocab_fits, load_config, load_model
-from gptcore.training.lm_data import document_position_ids
-from gptcore.training.pretraining.checkpoints import StopOnSignal, resume_or_start, save_checkpoint
-from gptcore.training.pretraining.data import load_document_tokenizer, micro_batches, prepare_data
+from gptcore.training.arguments import ModelArguments, check_output_dir, check_vocab_fits, load_config, load_model
+from gptcore.training.checkpoints import StopOnSignal, resume_or_start, save_checkpoint
+from gptcore.training.hardware import choose_threads, pick_device, resolve_mixed_precision
+from gptcore.training.language_modeling import (
+    document_position_ids,
+    load_document_tokenizer,
+    micro_batches,
+    prepare_data,
+)
 from gptcore.training.report import Curve, Panel, plot_curves, write_run_card
-from gptcore.training.runtime import check_output_dir, choose_threads, pick_device, resolve_mixed_precision
 
 # The default training data lives beside this script, not in the installed package.
 BUNDLED_CORPUS = sorted(str(path) for path in (Path(__file__).resolve().parent / "data" / "corpus").glob("*.txt"))

@@ -7,5 +7,5 @@ with gptcore: the scripts import them from here (`python examples/benchmark.py` 
     bandwidth.py           the weight-streaming limit of batch-1 decoding, from the measured read bandwidth
     profiling.py           operators by self time (torch.profiler), for --profile
     llama_cpp.py           llama.cpp's llama-bench on GGUF files of the same weights, for --llama-cpp
-    memory_measurement.py  the peak memory of real training steps, beside gptcore.training.memory's estimate
+    memory_measurement.py  the peak memory of real training steps, beside gptcore.training.memory_estimate's estimate
 """

@@ -24,18 +24,18 @@ from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel
 
 from benchmarking.bandwidth import decode_bytes_per_step, mean_context, read_bandwidth, streaming_limit
 from benchmarking.llama_cpp import bench_llama_cpp
-from benchmarking.profiling import operator_table
-from benchmarking.timing import CLOCKS, StepClock, Timer, matmul_peak, synchronize, timing_summary
-from gptcore.modeling import PRESETS, GPTCoreForCausalLM, preset_config
-from gptcore.modeling.compat import compile_on_every_device, set_default_causal_lm_loss
-from gptcore.training.memory import Shape, flops_per_token
-from gptcore.training.runtime import (
-    choose_mixed_precision,
+from benchmarking.memory_measurement import (
     peak_resident_bytes,
     reset_peak_resident,
     resident_bytes,
     start_in_fresh_process,
 )
+from benchmarking.profiling import operator_table
+from benchmarking.timing import CLOCKS, StepClock, Timer, matmul_peak, synchronize, timing_summary
+from gptcore.modeling import PRESETS, GPTCoreForCausalLM, preset_config
+from gptcore.modeling.compat import compile_on_every_device, set_default_causal_lm_loss
+from gptcore.training.hardware import choose_mixed_precision
+from gptcore.training.memory_estimate import Shape, flops_per_token
 
 logger = logging.getLogger(__name__)  # progress, one line per part: the script shows it
 

@@ -1,20 +1,28 @@
-"""The memory a training step really takes, to set beside `gptcore.training.memory.training_memory`'s estimate: a
-model built from a config trains on random tokens with AdamW in a fresh process, and the peak of its last step is
-read. The fine-tuning modes are set up by the functions the fine-tuning scripts call (gptcore.training.memory_saving).
+"""The memory a training step really takes, to set beside `gptcore.training.memory_estimate.training_memory`'s
+estimate: a model built from a config trains on random tokens with AdamW in a fresh process, and the peak of its last
+step is read. The fine-tuning modes are set up by the functions the fine-tuning scripts call
+(gptcore.training.memory_saving). Also here, for this measurement and the benchmark's: a process's resident memory and
+its peak, and a fresh process to measure in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+import os
+import resource
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
 from gptcore.modeling.compat import enable_activation_checkpointing
-from gptcore.training.memory import TrainingSetup
-from gptcore.training.runtime import peak_resident_bytes, reset_peak_resident, resident_bytes, start_in_fresh_process
+from gptcore.training.memory_estimate import TrainingSetup
 
 # glibc's allocator keeps freed blocks in the process below a threshold that it raises as larger blocks are
 # freed, so the process's resident memory would also count memory no tensor holds any more. A fixed, low
@@ -111,3 +119,73 @@ def _memory_saving_model(model: GPTCoreForCausalLM, setup: TrainingSetup) -> tup
                 model.enable_input_require_grads()  # the checkpointed blocks' inputs come from a frozen embedding
             return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         return model, Trainer(model=model, args=training).create_optimizer()
+
+
+# Resident memory of this process and its peak, for the measurement above and the benchmark's. On Linux the kernel
+# keeps a resident-set high-water mark per process (VmHWM) that can be restarted from the current size, so one phase
+# of a run can be measured on its own; elsewhere only the lifetime peak (ru_maxrss) exists.
+
+
+def _proc_status_bytes(key: str) -> int | None:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    return None
+
+
+def resident_bytes() -> int:
+    """Memory this process holds in RAM now (Linux only)."""
+    found = _proc_status_bytes("VmRSS")
+    if found is None:
+        raise ValueError("reading this process's resident memory needs Linux (/proc/self/status)")
+    return found
+
+
+def peak_resident_bytes() -> int:
+    """The most RAM this process has held since it started, or since `reset_peak_resident()`."""
+    found = _proc_status_bytes("VmHWM")
+    if found is not None:
+        return found
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def reset_peak_resident() -> None:
+    """Restart the high-water mark from the current resident size (Linux only)."""
+    clear_refs = Path("/proc/self/clear_refs")
+    if not clear_refs.exists():
+        raise ValueError("measuring the peak memory of one phase needs Linux (/proc/self/clear_refs)")
+    clear_refs.write_text("5")
+
+
+def start_in_fresh_process(function: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Future:
+    """Start `function(*args)` in a new Python interpreter and return its future result.
+
+    A new interpreter (multiprocessing's "spawn") starts with none of this process's memory, so its resident
+    memory and peak are the function's alone; `env` is added to its environment (read at start-up, e.g. by
+    the C allocator). `function` and `args` must be picklable: a module-level function of a module the new
+    interpreter imports (it starts with this process's import path).
+    An exception raised there is raised again by `.result()`.
+    """
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    with _environment(env or {}):
+        future = executor.submit(function, *args)  # starts the process now, with the environment as it is
+    executor.shutdown(wait=False)  # the process ends once the function returns
+    return future
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value

@@ -1,4 +1,5 @@
-"""Which checkpoint and tokenizer an example script starts from: the shared arguments and their loading."""
+"""What the example scripts share on their command line: which checkpoint and tokenizer a script starts from (the
+shared arguments and their loading), and the check that a run's --output_dir holds no other run."""
 
 from __future__ import annotations
 
@@ -76,6 +77,16 @@ def parse_args(*dataclass_types: type, description: str | None = None) -> tuple[
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         return parser.parse_json_file(json_file=sys.argv[1])
     return parser.parse_args_into_dataclasses()
+
+
+def check_output_dir(output_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder: a non-empty `output_dir` needs `resume` or `overwrite`."""
+    folder = Path(output_dir)
+    if folder.is_dir() and any(folder.iterdir()) and not resume and not overwrite:
+        raise ValueError(
+            f"output directory {folder} is not empty; pass --resume_from_checkpoint to continue the run there, "
+            "--overwrite_output_dir to start over in it, or another --output_dir"
+        )
 
 
 def parse_config_overrides(text: str) -> dict[str, Any]:

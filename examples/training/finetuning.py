@@ -15,8 +15,8 @@ import datasets
 import transformers
 from transformers import Trainer, TrainingArguments, set_seed
 
-from gptcore.training.arguments import ModelArguments, parse_args
-from gptcore.training.runtime import check_output_dir, resolve_mixed_precision
+from gptcore.training.arguments import ModelArguments, check_output_dir, parse_args
+from gptcore.training.hardware import resolve_mixed_precision
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from gptcore.tokenization import encode_instruction_example
-from gptcore.training.text_data import load_rows, map_in_memory, require_columns, split_train_validation_test
+from gptcore.training.data_files import load_rows, map_in_memory, require_columns, split_train_validation_test
 
 logger = logging.getLogger(__name__)
 

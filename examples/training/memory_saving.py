@@ -27,12 +27,12 @@ from transformers import TrainingArguments
 from transformers.training_args import OptimizerNames
 
 from gptcore.modeling.compat import trainer_trains_on_quantized_base
-from gptcore.training.memory import FINETUNING_MODES
+from gptcore.training.memory_estimate import FINETUNING_MODES
 
 # What --galore puts in GaLore's low-rank group: every block's attention and MLP matrices, by module name (a regular
 # expression that transformers' Trainer matches against each nn.Linear's full name).
 GALORE_TARGETS = r"transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)"
-# What each of the estimator's fine-tuning modes (gptcore.training.memory.FINETUNING_MODES) sets.
+# What each of the estimator's fine-tuning modes (gptcore.training.memory_estimate.FINETUNING_MODES) sets.
 _MODE_FLAGS = {"qlora-4bit": "load_in_4bit", "qlora-8bit": "load_in_8bit", "int8-lora": "int8", "galore": "galore"}
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from gptcore.tokenization import format_alpaca_prompt
+from gptcore.training.data_files import load_rows, require_columns, split_train_validation_test
 from gptcore.training.instruction_data import InstructionDataArguments, load_instruction_splits
-from gptcore.training.text_data import load_rows, require_columns, split_train_validation_test
 
 PREFERENCE_COLUMNS = ["prompt", "chosen", "rejected"]
 

@@ -36,7 +36,7 @@ from benchmarking.report import met_or_not, report_rows
 from benchmarking.timing import StepClock, Timer, timing_summary
 
 from gptcore.modeling import GPTCoreForCausalLM
-from gptcore.training import runtime
+from gptcore.training import hardware
 from tests.oracle import gpt2_config, save_random_gpt2
 from tests.processes import run_example_in_process
 
@@ -291,12 +291,12 @@ def test_the_report_puts_each_decode_step_next_to_the_limit():
 
 def test_bf16_is_chosen_only_where_the_cpu_has_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma"})
     precisions, skipped = choose_precisions(["auto"], cpu)
     assert precisions == ["fp32"] and "no native bf16" in skipped["bf16"]
     assert choose_precisions(["fp32", "bf16"], cpu) == (["fp32", "bf16"], {})  # named: run anyway
     assert choose_precisions(["auto", "bf16"], cpu) == (["fp32", "bf16"], {})
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
     assert choose_precisions(["auto"], cpu) == (["fp32", "bf16"], {})
 
 

@@ -10,7 +10,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
-from gptcore.training.memory import format_bytes
 from tests.processes import run_example, run_example_in_process
 
 
@@ -65,11 +64,6 @@ def test_the_default_is_gpt2_small_and_config_names_a_size(args, params, tmp_pat
     out = tmp_path / "estimate.json"
     run_example_in_process("estimate.py", *args, "--output_json", str(out), monkeypatch=monkeypatch)
     assert json.loads(out.read_text())["params"] == params  # GPT-2's published sizes, tied LM head
-
-
-def test_sizes_are_shown_in_the_unit_that_keeps_their_digits():
-    assert format_bytes(3 * 2**30) == "3.000 GiB" and format_bytes(2**28) == "0.250 GiB"
-    assert format_bytes(2**28 - 2**20) == "255.0 MiB" and format_bytes(1536 * 1024) == "1.5 MiB"
 
 
 @pytest.mark.slow

@@ -82,7 +82,7 @@ def test_every_token_after_the_first_is_scored_once_as_transformers_gpt2_scores_
     )
     nll, count = reference_nll(reference, ids, max_length=6, stride=stride)
     assert result["tokens"] == n and count == n - 1
-    assert result["tokens_scored"] == n - 1  # stride = window used to skip the first token of every window
+    assert result["tokens_scored"] == n - 1  # stride = window too: no window leaves its first target unscored
     assert result["windows"] == 1 + math.ceil((n - 1 - 6) / stride)
     assert math.isclose(result["nll_per_token"], nll / count, rel_tol=1e-5)
     assert math.isclose(result["perplexity"], math.exp(nll / count), rel_tol=1e-5)

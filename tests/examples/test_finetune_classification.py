@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer
 
 from gptcore.modeling import GPTCoreForCausalLM, GPTCoreForSequenceClassification
-from gptcore.training.classification_data import ClassificationDataArguments, load_classification_splits
+from gptcore.training.classification import ClassificationDataArguments, load_classification_splits
 from tests.examples.trainer_flags import QUIET_TRAINER
 from tests.processes import EXAMPLES, run_example, run_example_in_process
 

@@ -1,5 +1,5 @@
-"""examples/finetune_clm.py: text prepared as pretraining prepares it (EOS after every document, packed into
-blocks, labels = inputs), and end to end: a tiny checkpoint adapts to a text and the result loads back."""
+"""examples/finetune_clm.py end to end: a tiny checkpoint adapts to a text and the result loads back (how the text
+is prepared is tested in tests/training/test_language_modeling.py)."""
 
 from __future__ import annotations
 
@@ -8,50 +8,8 @@ import json
 import pytest
 
 from gptcore.modeling import GPTCoreForCausalLM
-from gptcore.tokenization import gpt2_tokenizer
-from gptcore.training.clm_data import TextDataArguments, causal_lm_collator, load_text_blocks
 from tests.examples.trainer_flags import QUIET_TRAINER
 from tests.processes import run_example
-
-PARAGRAPHS = [
-    "The first paragraph, short.",
-    "A second one,\nover two lines.",
-    "Third and last: a little longer than the others.",
-]
-
-
-@pytest.mark.parametrize("sample_by", ["document", "paragraph"])
-def test_every_document_ends_with_eos_and_the_stream_is_cut_into_blocks(sample_by, tmp_path):
-    tokenizer = gpt2_tokenizer()
-    train, validation = tmp_path / "train.txt", tmp_path / "validation.txt"
-    train.write_text("\n\n".join(PARAGRAPHS))
-    validation.write_text("Held-out text, long enough for one block of eight tokens at least.")
-    documents = ["\n\n".join(PARAGRAPHS)] if sample_by == "document" else PARAGRAPHS
-    stream = [
-        t for doc in documents for t in tokenizer(doc, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    ]
-
-    data = TextDataArguments(train_file=str(train), validation_file=str(validation), sample_by=sample_by)
-    blocks, held_out = load_text_blocks(data, tokenizer, block_size=8, seed=0)
-    assert blocks["input_ids"] == [stream[i : i + 8] for i in range(0, len(stream) // 8 * 8, 8)]  # the tail is dropped
-    assert len(held_out) >= 1 and all(len(block) == 8 for block in held_out["input_ids"])
-
-    batch = causal_lm_collator([blocks[0], blocks[1]])
-    assert batch["input_ids"].tolist() == blocks["input_ids"][:2]
-    assert batch["labels"].tolist() == blocks["input_ids"][:2]  # EOS included: it is learned, never masked as padding
-
-
-def test_held_out_blocks_are_a_seeded_share_of_the_training_blocks(tmp_path):
-    text = tmp_path / "train.txt"
-    text.write_text("\n\n".join(f"Paragraph number {i} of a longer text." for i in range(100)))
-    data = TextDataArguments(
-        train_file=str(text), validation_split_percentage=10, max_train_samples=50, max_eval_samples=3
-    )
-    train, validation = load_text_blocks(data, gpt2_tokenizer(), block_size=16, seed=0)
-    again, _ = load_text_blocks(data, gpt2_tokenizer(), block_size=16, seed=0)
-    assert len(train) == 50 and len(validation) == 3
-    assert train["input_ids"] == again["input_ids"]
-    assert not {tuple(b) for b in validation["input_ids"]} & {tuple(b) for b in train["input_ids"]}
 
 
 @pytest.mark.slow

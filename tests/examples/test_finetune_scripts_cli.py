@@ -13,8 +13,7 @@ import re
 import pytest
 
 from gptcore.modeling import PRESETS
-from gptcore.training.arguments import ModelArguments
-from gptcore.training.runtime import check_output_dir
+from gptcore.training.arguments import ModelArguments, check_output_dir
 from tests.processes import EXAMPLES, run_example_in_process
 
 FINETUNING = [

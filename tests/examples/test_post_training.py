@@ -27,7 +27,7 @@ from transformers import (
 
 from gptcore.modeling import GPTCoreForCausalLM, GPTCoreForSequenceClassification
 from gptcore.tokenization import gpt2_tokenizer
-from gptcore.training import finetuning, runtime
+from gptcore.training import finetuning, hardware
 from tests.oracle import save_random_gpt2
 from tests.processes import run_example_in_process
 
@@ -227,7 +227,7 @@ def test_trl_configs_get_fp32_where_the_hardware_has_no_native_bf16(config_name,
     config_class = getattr(trl, config_name)
     assert config_class(output_dir=str(tmp_path), use_cpu=True).bf16, "TRL's default changed: this test checks nothing"
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})  # an AVX2-only CPU
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})  # an AVX2-only CPU
     monkeypatch.setattr("sys.argv", ["script.py", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
     *_, training = finetuning.start_finetuning(training_class=config_class)
     assert type(training) is config_class

@@ -22,6 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gptcore.training.hardware import choose_mixed_precision
+from tests.processes import EXAMPLES
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "pretrain.py"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -227,9 +230,9 @@ def validation_loss(model, eos_token_id: int) -> float:
     import torch
 
     from gptcore.tokenization import gpt2_tokenizer
-    from gptcore.training.lm_data import (
+    from gptcore.training.data_files import load_text_datasets
+    from gptcore.training.language_modeling import (
         document_position_ids,
-        load_text_datasets,
         pack_into_blocks,
         split_validation,
         tokenize_documents,
@@ -452,3 +455,50 @@ def test_sigkill_at_random_points_then_resume_continues_the_identical_curve(
     reference_out, _ = reference
     assert max_difference(curve(out), curve(reference_out)) < 1e-6
     assert not list(checkpoints.glob(".tmp-step-*")), "leftovers of the interrupted writes were not cleaned up"
+
+
+@pytest.mark.slow
+def test_pretraining_prints_its_choices_and_records_them(tmp_path):
+    """Nothing chosen on the command line or in the environment: the run says what it chose, and why."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION")
+    }
+    env.update(
+        HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
+    )
+    args = [
+        "--config_overrides",
+        "n_layer=1,n_head=2,n_embd=32",
+        "--train_files",
+        str(EXAMPLES / "data" / "corpus" / "alice29.txt"),
+        "--block_size",
+        "16",
+        "--batch_size",
+        "2",
+        "--max_steps",
+        "1",
+        "--eval_steps",
+        "1",
+        "--save_steps",
+        "0",
+        "--max_eval_samples",
+        "2",
+        "--sample_max_new_tokens",
+        "0",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pretrain.py"), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    mode, why = choose_mixed_precision(torch.device("cpu"))
+    assert f"mixed precision: {mode} ({why})\n" in result.stdout
+    threads = re.search(r"^threads: (\d+) \((.*)\)$", result.stdout, re.MULTILINE)
+    assert threads and threads.group(2).startswith("torch's default"), result.stdout[-3000:]
+    assert f'"threads": {threads.group(1)}' in (tmp_path / "out" / "final" / "README.md").read_text()
+    assert (
+        "Sample after 1 steps: 'Alice was beginning to'" in result.stdout
+    )  # --sample_max_new_tokens 0: the prompt alone

@@ -1,5 +1,11 @@
-"""Reading the example scripts' data: a local file (text, CSV/TSV, JSON/JSONL) or a Hub dataset, as a
-`datasets.Dataset`, and seeded train/validation/test splits."""
+"""Reading the example scripts' data: local files (text, CSV/TSV, JSON/JSONL) or a Hub dataset, as `datasets`
+rows; the checks that name a bad file and what is wrong with it; seeded train/validation/test splits.
+
+One reader serves every script. `load_rows` gives one split from one file of any of those kinds, or from a Hub
+dataset (the fine-tuning and perplexity scripts); `load_text_datasets` gives pretraining's training and validation
+text from several files each, read as plain text whatever their suffix, or from a Hub dataset's splits, streamed if
+asked. Both check local files with `check_file` and read them with `read_files`.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
 
 _TEXT_SUFFIXES = (".txt", ".text", ".md")
 _TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
 _JSON_SUFFIXES = (".json", ".jsonl")
+# How a missing or an empty file is reported, (noun, what to do if missing, what to do if empty): for files of any
+# kind (a fine-tuning script's --*_file options), and for pretraining's --train_files/--validation_files, plain text.
+_ANY_KIND = ("data file", "pass the path of a .txt, .csv, .tsv, .json or .jsonl file", "pass a file with data in it")
+_PLAIN_TEXT = ("text file", "pass existing files to --train_files/--validation_files", "pass files with text in them")
 
 
 def load_rows(
@@ -37,11 +47,64 @@ def load_rows(
     if dataset_name is not None:
         return load_dataset(dataset_name, dataset_config_name, split=split)
     path = Path(data_file)
+    kind = check_file(path, column_names)
+    try:
+        rows = read_files({"train": [str(path)]}, kind, sample_by, column_names)["train"]
+    except (DatasetGenerationError, ValueError) as err:
+        cause = err.__cause__ or err
+        raise ValueError(
+            f"cannot read {path} as a {path.suffix.lower()} file ({type(cause).__name__}: {cause}); fix the file or "
+            "convert it"
+        ) from err
+    if len(rows) == 0:
+        raise ValueError(f"data file {path} holds no rows; pass a file with data in it")
+    return rows
+
+
+def load_text_datasets(
+    train_files: list[str] | None,
+    validation_files: list[str] | None,
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    text_column: str,
+    sample_by: str,
+    streaming: bool,
+) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset | None]:
+    """(train, validation or None) rows of raw text, from local text files or a Hub dataset; there is no default
+    (a script that has one, such as examples/pretrain.py with its bundled books, passes it as `train_files`)."""
+    if dataset_name is not None:
+        if train_files or validation_files:
+            raise ValueError("pass either --dataset_name or --train_files/--validation_files, not both")
+        raw = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
+        if "train" not in raw:
+            raise ValueError(
+                f"dataset {dataset_name!r} has no 'train' split (it has {sorted(raw)}); pick another dataset"
+            )
+    else:
+        if not train_files:
+            raise ValueError(
+                "no training data: pass --train_files (local text files) or --dataset_name (a Hub dataset)"
+            )
+        files = {"train": train_files, **({"validation": validation_files} if validation_files else {})}
+        for path in (path for paths in files.values() for path in paths):
+            check_file(Path(path), plain_text=True)
+        raw = read_files(files, ".txt", sample_by, streaming=streaming)
+    train, validation = raw["train"], raw.get("validation")
+    for name, split in (("train", train), ("validation", validation)):
+        columns = split.column_names if split is not None else None
+        if columns is not None and text_column not in columns:
+            raise ValueError(f"the {name} split has no column {text_column!r} (it has {columns}); pass --text_column")
+    return train, validation
+
+
+def check_file(path: Path, column_names: list[str] | None = None, plain_text: bool = False) -> str:
+    """How `read_files` reads `path` (".txt", ".csv", ".tsv", ".json" or ".jsonl"), once it is known to exist, to be
+    of a kind that can be read, and to hold data: a table more than its header row, JSON records where it should.
+    `plain_text`: the file is text whatever its suffix (pretraining's --train_files/--validation_files)."""
+    noun, if_missing, if_empty = _PLAIN_TEXT if plain_text else _ANY_KIND
     if not path.is_file():
-        raise FileNotFoundError(
-            f"data file {path} does not exist; pass the path of a .txt, .csv, .tsv, .json or .jsonl file"
-        )
-    suffix = path.suffix.lower()
+        raise FileNotFoundError(f"{noun} {path} does not exist; {if_missing}")
+    suffix = ".txt" if plain_text else path.suffix.lower()
     if suffix not in (*_TEXT_SUFFIXES, *_TABLE_SEPARATORS, *_JSON_SUFFIXES):
         raise ValueError(
             f"cannot read {path}: unknown file type {suffix!r}; use .txt (text), .csv/.tsv (tables) or .json/.jsonl "
@@ -49,30 +112,33 @@ def load_rows(
         )
     lines = non_blank_lines(path)
     if next(lines, None) is None:
-        raise ValueError(f"data file {path} is empty; pass a file with data in it")
+        raise ValueError(f"{noun} {path} is empty; {if_empty}")
     if suffix in _TABLE_SEPARATORS and not column_names and next(lines, None) is None:
         raise ValueError(f"data file {path} holds a header row and no data; pass a file with data in it")
     if suffix in _JSON_SUFFIXES:
         check_json(path)  # datasets' own error names neither the file's line nor what is wrong there
-    try:
-        if suffix in _TEXT_SUFFIXES:
-            rows = load_dataset("text", data_files=str(path), sample_by=sample_by, keep_linebreaks=True, split="train")
-        elif suffix in _TABLE_SEPARATORS:
-            separator = _TABLE_SEPARATORS[suffix]
-            options = {"header": None, "names": column_names} if column_names else {}
-            # TSV files carry text verbatim, quote characters included; CSV files quote fields that need it.
-            quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
-            rows = load_dataset("csv", data_files=str(path), sep=separator, quoting=quoting, split="train", **options)
-        else:
-            rows = load_dataset("json", data_files=str(path), split="train")
-    except (DatasetGenerationError, ValueError) as err:
-        cause = err.__cause__ or err
-        raise ValueError(
-            f"cannot read {path} as a {suffix} file ({type(cause).__name__}: {cause}); fix the file or convert it"
-        ) from err
-    if len(rows) == 0:
-        raise ValueError(f"data file {path} holds no rows; pass a file with data in it")
-    return rows
+    return ".txt" if suffix in _TEXT_SUFFIXES else suffix
+
+
+def read_files(
+    files: dict[str, list[str]],
+    kind: str,
+    sample_by: str = "paragraph",
+    column_names: list[str] | None = None,
+    streaming: bool = False,
+) -> DatasetDict | IterableDatasetDict:
+    """The splits of checked local files of one `kind` (what `check_file` says), `files` mapping each split to its
+    files. Text becomes one row per `sample_by`, its line breaks kept (verse and plays are mostly line breaks; a model
+    should learn them too)."""
+    if kind in _TABLE_SEPARATORS:
+        separator = _TABLE_SEPARATORS[kind]
+        options: dict[str, Any] = {"header": None, "names": column_names} if column_names else {}
+        # TSV files carry text verbatim, quote characters included; CSV files quote fields that need it.
+        quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
+        return load_dataset("csv", data_files=files, sep=separator, quoting=quoting, streaming=streaming, **options)
+    if kind in _JSON_SUFFIXES:
+        return load_dataset("json", data_files=files, streaming=streaming)
+    return load_dataset("text", data_files=files, sample_by=sample_by, keep_linebreaks=True, streaming=streaming)
 
 
 def non_blank_lines(path: Path) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM  # noqa: E402
 from gptcore.modeling.compat import trainer_trains_on_quantized_base  # noqa: E402
 from gptcore.training.arguments import reload_quantized  # noqa: E402
 from gptcore.training.lora import LoraArguments, add_lora  # noqa: E402
-from gptcore.training.memory import Shape, TrainingSetup, galore_state_elements, training_memory  # noqa: E402
+from gptcore.training.memory_estimate import Shape, TrainingSetup, galore_state_elements, training_memory  # noqa: E402
 from gptcore.training.memory_saving import (  # noqa: E402
     MemorySavingArguments,
     check_memory_saving,

@@ -1,4 +1,5 @@
-"""Bad data files end in a ValueError that names the file and what is wrong, never in datasets' internals."""
+"""Reading data (gptcore.training.data_files): bad data files end in a ValueError that names the file and what is
+wrong, never in datasets' internals; pretraining's text has no default."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gptcore.tokenization import gpt2_tokenizer
+from gptcore.training.data_files import load_rows, load_text_datasets, require_columns
 from gptcore.training.instruction_data import InstructionDataArguments, load_instruction_splits
-from gptcore.training.lm_data import load_text_datasets, pack_into_blocks, tokenize_documents
-from gptcore.training.text_data import load_rows, require_columns
+from gptcore.training.language_modeling import pack_into_blocks, tokenize_documents
 
 RECORD = json.dumps({"instruction": "Name a colour.", "output": "Blue."})
 
@@ -68,3 +69,9 @@ def test_pretraining_refuses_text_shorter_than_one_block(tmp_path: Path) -> None
     documents = tokenize_documents(train, gpt2_tokenizer(), "text", num_proc=None)
     with pytest.raises(ValueError, match="the validation text is shorter than one block of 128 tokens; .*--block_size"):
         pack_into_blocks(documents, block_size=128, num_proc=None, what="validation")
+
+
+def test_without_training_files_the_engine_has_no_default_data() -> None:
+    """The bundled books are examples/pretrain.py's default; the installed package knows no path into examples/."""
+    with pytest.raises(ValueError, match="no training data: pass --train_files .* or --dataset_name"):
+        load_text_datasets(None, None, None, None, "text", "document", streaming=False)

@@ -1,12 +1,9 @@
-"""What pretraining and the fine-tuning scripts choose when the user does not: the mixed precision (bf16 only where the
-hardware computes it natively) and the number of CPU threads; and that a choice the user or the launcher made wins."""
+"""What pretraining and the fine-tuning scripts choose when the user does not (gptcore.training.hardware): the mixed
+precision (bf16 only where the hardware computes it natively) and the number of CPU threads; and that a choice the
+user or the launcher made wins. That pretraining prints and records its choices: tests/examples/test_pretrain.py."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +11,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from gptcore.modeling import GPTCoreConfig, GPTCoreForCausalLM
-from gptcore.training import finetuning, runtime
-from gptcore.training.runtime import Bf16Hardware, choose_mixed_precision, decide_mixed_precision, detect_bf16_hardware
-from tests.processes import EXAMPLES
+from gptcore.training import finetuning, hardware
+from gptcore.training.hardware import Bf16Hardware, choose_mixed_precision, decide_mixed_precision, detect_bf16_hardware
 
 NATIVE_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
 
@@ -50,7 +46,7 @@ def test_cpu_flags_agree_with_proc_cpuinfo():
     """torch's detection, where the installed torch has it (not every release does), and /proc/cpuinfo agree on the
     features the precision choice reads, under the same names."""
     wanted = NATIVE_BF16_FLAGS | {"avx2"}
-    assert runtime.cpu_flags() & wanted == proc_cpuinfo_flags() & wanted
+    assert hardware.cpu_flags() & wanted == proc_cpuinfo_flags() & wanted
 
 
 @pytest.mark.parametrize(
@@ -74,9 +70,9 @@ def test_decision_for_given_hardware(hardware, expected):
 
 
 def test_detection_reads_the_amx_and_avx512_bf16_flags(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16"})
     assert detect_bf16_hardware(torch.device("cpu")).native == ("AMX-BF16", "AVX512-BF16")
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512_f", "amx_int8"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512_f", "amx_int8"})
     assert detect_bf16_hardware(torch.device("cpu")).native == ()
 
 
@@ -102,14 +98,14 @@ def test_other_devices_run_fp32():
 
 def test_the_command_line_then_the_launcher_then_the_hardware_decide(monkeypatch, no_launcher):
     cpu = torch.device("cpu")
-    assert runtime.resolve_mixed_precision("auto", cpu) == choose_mixed_precision(cpu)
-    assert runtime.resolve_mixed_precision("fp16", cpu) == ("fp16", "--mixed_precision fp16")
+    assert hardware.resolve_mixed_precision("auto", cpu) == choose_mixed_precision(cpu)
+    assert hardware.resolve_mixed_precision("fp16", cpu) == ("fp16", "--mixed_precision fp16")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # accelerate launch --mixed_precision bf16
-    assert runtime.resolve_mixed_precision("auto", cpu) == (
+    assert hardware.resolve_mixed_precision("auto", cpu) == (
         "bf16",
         "set by accelerate launch: ACCELERATE_MIXED_PRECISION=bf16",
     )
-    assert runtime.resolve_mixed_precision("no", cpu) == ("no", "--mixed_precision no")
+    assert hardware.resolve_mixed_precision("no", cpu) == ("no", "--mixed_precision no")
 
 
 # Fine-tuning: the choice is applied to TrainingArguments before the Trainer is built.
@@ -128,7 +124,7 @@ def test_finetuning_auto_applies_the_hardware_choice(tmp_path, no_launcher):
 
 def test_finetuning_bf16_choice_reaches_the_trainer(tmp_path, monkeypatch, no_launcher):
     """On hardware with native bf16 (pretended here) auto turns bf16 on, and the Trainer's accelerator runs it."""
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
     training = training_arguments(tmp_path)
     assert (
         finetuning.apply_mixed_precision(training, "auto") == "mixed precision: bf16 (CPU has AMX-BF16 and AVX512-BF16)"
@@ -139,7 +135,7 @@ def test_finetuning_bf16_choice_reaches_the_trainer(tmp_path, monkeypatch, no_la
 
 
 def test_finetuning_explicit_flags_win(tmp_path, monkeypatch, no_launcher):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"amx_bf16"})  # auto would pick bf16
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"amx_bf16"})  # auto would pick bf16
     assert (
         finetuning.apply_mixed_precision(training_arguments(tmp_path), "no")
         == "mixed precision: no (--mixed_precision no)"
@@ -159,55 +155,8 @@ def test_finetuning_explicit_flags_win(tmp_path, monkeypatch, no_launcher):
 
 def test_an_explicit_thread_count_wins(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert runtime.choose_threads(3) == (3, "--threads 3")
-    assert runtime.choose_threads(None) == (torch.get_num_threads(), "OMP_NUM_THREADS=2")
+    assert hardware.choose_threads(3) == (3, "--threads 3")
+    assert hardware.choose_threads(None) == (torch.get_num_threads(), "OMP_NUM_THREADS=2")
     monkeypatch.delenv("OMP_NUM_THREADS")
-    threads, why = runtime.choose_threads(None)
+    threads, why = hardware.choose_threads(None)
     assert threads == torch.get_num_threads() and why.startswith("torch's default")
-
-
-@pytest.mark.slow
-def test_pretraining_prints_its_choices_and_records_them(tmp_path):
-    """Nothing chosen on the command line or in the environment: the run says what it chose, and why."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("OMP_NUM_THREADS", "ACCELERATE_MIXED_PRECISION")
-    }
-    env.update(
-        HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false"
-    )
-    args = [
-        "--config_overrides",
-        "n_layer=1,n_head=2,n_embd=32",
-        "--train_files",
-        str(EXAMPLES / "data" / "corpus" / "alice29.txt"),
-        "--block_size",
-        "16",
-        "--batch_size",
-        "2",
-        "--max_steps",
-        "1",
-        "--eval_steps",
-        "1",
-        "--save_steps",
-        "0",
-        "--max_eval_samples",
-        "2",
-        "--sample_max_new_tokens",
-        "0",
-        "--output_dir",
-        str(tmp_path / "out"),
-    ]
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "pretrain.py"), *args], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    mode, why = choose_mixed_precision(torch.device("cpu"))
-    assert f"mixed precision: {mode} ({why})\n" in result.stdout
-    threads = re.search(r"^threads: (\d+) \((.*)\)$", result.stdout, re.MULTILINE)
-    assert threads and threads.group(2).startswith("torch's default"), result.stdout[-3000:]
-    assert f'"threads": {threads.group(1)}' in (tmp_path / "out" / "final" / "README.md").read_text()
-    assert (
-        "Sample after 1 steps: 'Alice was beginning to'" in result.stdout
-    )  # --sample_max_new_tokens 0: the prompt alone
