@@ -4,12 +4,14 @@
 - GPTCoreForCausalLM's fused loss, logits and gradients against transformers' GPT-2 on the same weights, whose loss
   is `ForCausalLMLoss` on the full logits (labels with -100, shift_labels, num_items_in_batch: what Trainer's
   gradient accumulation relies on), in fp32 and under bf16 autocast;
-- generate()'s single-token steps (the head computed by `lm_head_logits`) give transformers' GPT-2 step
-  logits, including after the weights change in place;
+- generate()'s single-token steps (in fp32 the (n_embd, vocab) head copy generate() makes, else `lm_head_logits`)
+  give transformers' GPT-2 step logits, including after the weights change in place, and from several threads;
 - the decoding forward compiles to one graph (no graph breaks) with a StaticCache.
 """
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from transformers import StaticCache
 
 from gptcore.modeling.fast_head import lm_head_cross_entropy, lm_head_logits
-from tests.oracle import TOL, in_gpt2_layout
+from tests.oracle import TOL, gpt2_and_twin, in_gpt2_layout
 
 
 @pytest.fixture
@@ -152,3 +154,31 @@ def test_decoding_step_compiles_without_graph_breaks(model):
             attention_mask=torch.ones(1, 16, dtype=torch.long),
         )
     assert explained.graph_break_count == 0, [str(b.reason)[:300] for b in explained.break_reasons]
+
+
+def test_decode_head_copy_lives_only_during_generate_and_per_thread(tmp_path):
+    pairs = [gpt2_and_twin(tmp_path / str(seed), seed=seed) for seed in (1, 2)]
+    prompt = torch.randint(0, 100, (1, 5))
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    expected = [ref.generate(prompt, **kwargs) for ref, _ in pairs]
+    results = {}
+
+    def run(i):
+        for _ in range(3):
+            results.setdefault(i, []).append(pairs[i][1].generate(prompt, **kwargs))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(2):
+        assert all(torch.equal(r, expected[i]) for r in results[i]), f"model {i} generated wrong tokens in a thread"
+    from gptcore.modeling.modeling_gptcore import _DECODE_HEAD
+
+    assert _DECODE_HEAD.get() is None  # nothing kept after generate() returns
+    ref, ours = pairs[0]
+    with torch.no_grad():  # a weight changed after a generate() call is what the next call uses
+        ours.lm_head.weight.mul_(-1)
+        ref.lm_head.weight.mul_(-1)
+    assert torch.equal(ours.generate(prompt, **kwargs), ref.generate(prompt, **kwargs))
