@@ -361,6 +361,14 @@ def fake_llama_bench(folder, rates=(600.0, 45.0)):
     return tool
 
 
+def llama_cpp_settings(llama_cpp: str, **overrides) -> BenchmarkSettings:
+    """A benchmark of a few steps of batch 1 whose llama.cpp rows use the build at `llama_cpp`."""
+    fields = dict(batch=1, seq=8, train_warmup=0, train_steps=1, memory_steps=1, prompt=4, new_tokens=4)
+    fields.update(gen_batches=[1], compile_batches=[], gen_warmup=0, gen_repeats=1, peak_size=64, threads=1, seed=0)
+    fields.update(skip=[], llama_cpp=llama_cpp, **overrides)
+    return BenchmarkSettings(**fields)
+
+
 def test_llama_bench_is_found_in_a_build_folder_and_its_json_read(tmp_path):
     tool = fake_llama_bench(tmp_path)
     assert find_llama_tool(tmp_path, "llama-bench") == tool == find_llama_tool(tool, "llama-bench")
@@ -371,24 +379,7 @@ def test_llama_bench_is_found_in_a_build_folder_and_its_json_read(tmp_path):
 
 
 def test_a_missing_llama_bench_is_a_clear_error(tmp_path):
-    settings = BenchmarkSettings(
-        batch=1,
-        seq=8,
-        train_warmup=0,
-        train_steps=1,
-        memory_steps=1,
-        prompt=4,
-        new_tokens=3,
-        gen_batches=[1],
-        compile_batches=[],
-        gen_warmup=0,
-        gen_repeats=1,
-        peak_size=64,
-        threads=1,
-        seed=0,
-        skip=[],
-        llama_cpp=str(tmp_path),
-    )
+    settings = llama_cpp_settings(str(tmp_path), new_tokens=3)
     with pytest.raises(FileNotFoundError, match="no llama-bench there"):
         llama_cpp.bench_llama_cpp(str(tmp_path), settings, Timer(torch.device("cpu")), None)
 
@@ -399,24 +390,7 @@ def test_llama_cpp_rows_from_gguf_files_of_the_same_weights(tmp_path, monkeypatc
     tool = fake_llama_bench(tmp_path)
     checkpoint = tmp_path / "model"
     save_random_gpt2(checkpoint, gpt2_config(vocab_size=50257, n_embd=32, n_layer=2, n_head=2))
-    settings = BenchmarkSettings(
-        batch=1,
-        seq=8,
-        train_warmup=0,
-        train_steps=1,
-        memory_steps=1,
-        prompt=4,
-        new_tokens=4,
-        gen_batches=[1],
-        compile_batches=[],
-        gen_warmup=0,
-        gen_repeats=2,
-        peak_size=64,
-        threads=1,
-        seed=0,
-        skip=[],
-        llama_cpp=str(tool),
-    )
+    settings = llama_cpp_settings(str(tool), gen_repeats=2)
     ours = benchmark.load_for_benchmark("ours", checkpoint, "cpu")
     result = llama_cpp.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
     assert set(result) >= {"f32", "bf16"} and "q8_0" not in result  # no llama-quantize beside the fake llama-bench
@@ -440,24 +414,7 @@ def test_a_real_llama_bench_on_gguf_files_of_the_same_weights(tmp_path, restore_
     pytest.importorskip("gguf", reason="GGUF export needs the gguf package")
     checkpoint = tmp_path / "model"
     save_random_gpt2(checkpoint, gpt2_config(vocab_size=50257, n_embd=32, n_layer=2, n_head=2))
-    settings = BenchmarkSettings(
-        batch=1,
-        seq=8,
-        train_warmup=0,
-        train_steps=1,
-        memory_steps=1,
-        prompt=4,
-        new_tokens=4,
-        gen_batches=[1],
-        compile_batches=[],
-        gen_warmup=0,
-        gen_repeats=1,
-        peak_size=64,
-        threads=1,
-        seed=0,
-        skip=[],
-        llama_cpp=os.environ["GPTCORE_LLAMA_CPP"],
-    )
+    settings = llama_cpp_settings(os.environ["GPTCORE_LLAMA_CPP"])
     ours = benchmark.load_for_benchmark("ours", checkpoint, "cpu")
     result = llama_cpp.bench_llama_cpp(str(checkpoint), settings, Timer(torch.device("cpu")), ours)
     assert {"f32", "bf16", "q8_0"} <= set(result) and result["build"]  # llama-quantize sits beside llama-bench

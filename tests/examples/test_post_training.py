@@ -64,7 +64,8 @@ def preference_pairs():
     return Dataset.from_dict({"prompt": list(prompts), "chosen": list(chosen), "rejected": list(rejected)})
 
 
-def trl_arguments(config_class, tmp_path, **overrides):
+def training_arguments(config_class, tmp_path, **overrides):
+    """`config_class` (TrainingArguments or one of TRL's configs) for a few fp32 SGD steps on the CPU."""
     fields = dict(
         output_dir=str(tmp_path / "trainer"),
         bf16=False,
@@ -117,19 +118,9 @@ def test_the_classifier_trains_like_gpt2s_under_trainer(tmp_path):
     def train(model_class):
         # Eager attention: SDPA draws its dropout mask inside the kernel, in its own order.
         model = model_class.from_pretrained(tmp_path / "gpt2", attn_implementation="eager")
-        args = TrainingArguments(
-            output_dir=str(tmp_path / model_class.__name__),
-            optim="sgd",
-            learning_rate=0.5,
-            lr_scheduler_type="constant",
-            max_steps=STEPS,
-            per_device_train_batch_size=8,
-            logging_steps=1,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=True,
-            disable_tqdm=True,
-            seed=3,
+        output_dir = str(tmp_path / model_class.__name__)
+        args = training_arguments(
+            TrainingArguments, tmp_path, output_dir=output_dir, per_device_train_batch_size=8, seed=3
         )
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
         trainer.train()
@@ -155,7 +146,7 @@ def test_reward_trainer_trains_gptcore_as_gpt2(tmp_path, tokenizer, preference_p
         model = model_class.from_pretrained(tmp_path / "rm")
         trainer = RewardTrainer(
             model=model,
-            args=trl_arguments(RewardConfig, tmp_path),
+            args=training_arguments(RewardConfig, tmp_path),
             train_dataset=preference_pairs,
             processing_class=tokenizer,
         )
@@ -174,7 +165,7 @@ def test_dpo_trainer_trains_gptcore_as_gpt2(tmp_path, tokenizer, preference_pair
         trainer = DPOTrainer(
             model=model,
             ref_model=copy.deepcopy(model),
-            args=trl_arguments(DPOConfig, tmp_path),
+            args=training_arguments(DPOConfig, tmp_path),
             train_dataset=preference_pairs,
             processing_class=tokenizer,
         )
@@ -199,7 +190,7 @@ def test_grpo_trainer_samples_and_trains_gptcore_as_gpt2(tmp_path, tokenizer, pr
     logs = {}
     for model_class, folder in ((GPT2LMHeadModel, "gpt2"), (GPTCoreForCausalLM, "gptcore")):
         set_seed(7)
-        args = trl_arguments(GRPOConfig, tmp_path, num_generations=4, max_completion_length=6, beta=0.1)
+        args = training_arguments(GRPOConfig, tmp_path, num_generations=4, max_completion_length=6, beta=0.1)
         trainer = GRPOTrainer(
             model=model_class.from_pretrained(tmp_path / folder),
             reward_funcs=word_count_reward,

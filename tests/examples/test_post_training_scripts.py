@@ -24,16 +24,7 @@ from tests.processes import EXAMPLES, run_example_in_process, run_without_gptcor
 SEED_TASKS = EXAMPLES / "data" / "finetune" / "self_instruct_seed_tasks.jsonl"
 VOCAB_SIZE = 512
 TINY = dict(n_layer=1, n_head=2, n_embd=32, n_positions=256, vocab_size=VOCAB_SIZE)
-FEW_STEPS = [
-    "--max_steps",
-    "2",
-    "--learning_rate",
-    "1e-2",
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "32",
-]
+FEW_STEPS = "--max_steps 2 --learning_rate 1e-2 --per_device_train_batch_size 4 --per_device_eval_batch_size 32".split()
 PNG = b"\x89PNG\r\n\x1a\n"
 # Short pairs in TRL's format, for the runs that need not read the bundled data: a few tokens each.
 SHORT_PAIRS = [
@@ -61,6 +52,22 @@ def short_pairs_file(tmp_path):
     return str(path)
 
 
+def run(script: str, out, *args: str, monkeypatch) -> None:
+    """examples/`script` in this process with `args`, writing to `out`, with the Trainer's logging quiet."""
+    run_example_in_process(script, *args, "--output_dir", str(out), *QUIET_TRAINER, monkeypatch=monkeypatch)
+
+
+def on_short_pairs(pairs_file: str) -> list[str]:
+    """The flags that train on `short_pairs_file`, split in halves and quarters."""
+    return ["--data_file", pairs_file, "--split_fractions", "0.5,0.25,0.25"]
+
+
+def run_dpo(checkpoint, pairs_file: str, out, *flags: str, monkeypatch) -> None:
+    """finetune_dpo.py from `checkpoint` on the short pairs, generating one short answer before and after."""
+    flags = ("--model_name_or_path", str(checkpoint), *flags, *on_short_pairs(pairs_file), *FEW_STEPS)
+    run("finetune_dpo.py", out, *flags, *"--max_generate_samples 1 --max_new_tokens 2".split(), monkeypatch=monkeypatch)
+
+
 def assert_reported(out, title: str, trainer: str, model_dir=None) -> None:
     """--output_dir has the curves, the model's folder (by default the same) the card."""
     assert (out / "training_curves.png").read_bytes()[:8] == PNG
@@ -84,16 +91,14 @@ def reward_model(small_vocab_checkpoint, tmp_path_factory):
     """A reward model trained by the script from the tiny checkpoint, and what it printed."""
     out = tmp_path_factory.mktemp("reward")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        run_example_in_process(
+        run(
             "train_reward_model.py",
+            out,
             "--model_name_or_path",
             str(small_vocab_checkpoint),
             "--max_length",
             "200",
             *FEW_STEPS,
-            "--output_dir",
-            str(out),
-            *QUIET_TRAINER,
             monkeypatch=monkeypatch,
         )
     return out
@@ -139,22 +144,21 @@ def test_dpo_from_a_model_built_in_memory_trains_against_a_copy_of_it(
 ):
     """No checkpoint folder: TRL alone would reload the reference from the model's empty `_name_or_path`."""
     out = tmp_path / "dpo"
-    run_example_in_process(
-        "finetune_dpo.py",
+    overrides = ",".join(f"{key}={value}" for key, value in TINY.items())
+    flags = [
         "--tokenizer_name_or_path",
         str(small_vocab_checkpoint),
         "--config_overrides",
-        ",".join(f"{key}={value}" for key, value in TINY.items()),
+        overrides,
         "--max_length",
         "96",
+    ]
+    run(
+        "finetune_dpo.py",
+        out,
+        *flags,
         *FEW_STEPS,
-        "--max_generate_samples",
-        "2",
-        "--max_new_tokens",
-        "4",
-        "--output_dir",
-        str(out),
-        *QUIET_TRAINER,
+        *"--max_generate_samples 2 --max_new_tokens 4".split(),
         monkeypatch=monkeypatch,
     )
     printed = capsys.readouterr().out
@@ -171,25 +175,7 @@ def test_dpo_from_a_model_built_in_memory_trains_against_a_copy_of_it(
 
 def test_dpo_with_lora_merges_into_a_plain_checkpoint(small_vocab_checkpoint, short_pairs_file, tmp_path, monkeypatch):
     out = tmp_path / "dpo_lora"
-    run_example_in_process(
-        "finetune_dpo.py",
-        "--model_name_or_path",
-        str(small_vocab_checkpoint),
-        "--lora",
-        "--data_file",
-        short_pairs_file,
-        "--split_fractions",
-        "0.5,0.25,0.25",
-        *FEW_STEPS,
-        "--max_generate_samples",
-        "1",
-        "--max_new_tokens",
-        "2",
-        "--output_dir",
-        str(out),
-        *QUIET_TRAINER,
-        monkeypatch=monkeypatch,
-    )
+    run_dpo(small_vocab_checkpoint, short_pairs_file, out, "--lora", monkeypatch=monkeypatch)
     metrics = json.loads((out / "all_results.json").read_text())
     assert metrics["lora_merge_max_abs_logit_difference"] < 1e-4 and metrics["eval_rewards/margins"] != 0
     assert (out / "adapter_model.safetensors").is_file()
@@ -203,26 +189,7 @@ def test_dpo_with_qlora_trains_adapters_on_a_4bit_base(
 ):
     pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'gptcore[post-training]')")
     out = tmp_path / "dpo_qlora"
-    run_example_in_process(
-        "finetune_dpo.py",
-        "--model_name_or_path",
-        str(small_vocab_checkpoint),
-        "--lora",
-        "--load_in_4bit",
-        "--data_file",
-        short_pairs_file,
-        "--split_fractions",
-        "0.5,0.25,0.25",
-        *FEW_STEPS,
-        "--max_generate_samples",
-        "1",
-        "--max_new_tokens",
-        "2",
-        "--output_dir",
-        str(out),
-        *QUIET_TRAINER,
-        monkeypatch=monkeypatch,
-    )
+    run_dpo(small_vocab_checkpoint, short_pairs_file, out, "--lora", "--load_in_4bit", monkeypatch=monkeypatch)
     printed = capsys.readouterr().out
     assert "--load_in_4bit: quantised linear layers" in printed and "Params4bit" in printed, printed[-3000:]
     metrics = json.loads((out / "all_results.json").read_text())
@@ -238,32 +205,20 @@ def test_grpo_rule_rewards_read_as_documented():
 
 
 # One evaluation batch: the 19 test prompts, 2 answers each.
-GRPO_STEPS = [
-    "--max_steps",
-    "2",
-    "--learning_rate",
-    "1e-2",
-    "--per_device_train_batch_size",
-    "4",
-    "--num_generations",
-    "2",
-    "--per_device_eval_batch_size",
-    "38",
-    "--max_completion_length",
-    "4",
-]
+GRPO_STEPS = (
+    "--max_steps 2 --learning_rate 1e-2 --per_device_train_batch_size 4 --num_generations 2 "
+    "--per_device_eval_batch_size 38 --max_completion_length 4"
+).split()
 
 
 def test_grpo_with_the_rule(small_vocab_checkpoint, tmp_path, monkeypatch, capsys):
     out = tmp_path / "grpo"
-    run_example_in_process(
+    run(
         "finetune_grpo.py",
+        out,
         "--model_name_or_path",
         str(small_vocab_checkpoint),
         *GRPO_STEPS,
-        "--output_dir",
-        str(out),
-        *QUIET_TRAINER,
         monkeypatch=monkeypatch,
     )
     assert "test mean reward" in capsys.readouterr().out
@@ -275,22 +230,8 @@ def test_grpo_with_the_rule(small_vocab_checkpoint, tmp_path, monkeypatch, capsy
 
 def test_grpo_with_a_reward_model(small_vocab_checkpoint, reward_model, short_pairs_file, tmp_path, monkeypatch):
     out = tmp_path / "grpo_rm"
-    run_example_in_process(
-        "finetune_grpo.py",
-        "--model_name_or_path",
-        str(small_vocab_checkpoint),
-        "--reward_model",
-        str(reward_model),
-        "--data_file",
-        short_pairs_file,
-        "--split_fractions",
-        "0.5,0.25,0.25",
-        *GRPO_STEPS,
-        "--output_dir",
-        str(out),
-        *QUIET_TRAINER,
-        monkeypatch=monkeypatch,
-    )
+    flags = ["--model_name_or_path", str(small_vocab_checkpoint), "--reward_model", str(reward_model)]
+    run("finetune_grpo.py", out, *flags, *on_short_pairs(short_pairs_file), *GRPO_STEPS, monkeypatch=monkeypatch)
     metrics = json.loads((out / "all_results.json").read_text())
     assert "eval_rewards/reward_model/mean" in metrics and "eval_rewards/word_f1/mean" not in metrics
     assert metrics["eval_reward"] == metrics["eval_rewards/reward_model/mean"]
