@@ -177,13 +177,8 @@ def _materialized_bytes(d: Dtypes, attention: str) -> int:
 
 def block_activation_bytes(shape: Shape, setup: TrainingSetup) -> dict[str, int]:
     """Bytes one transformer block keeps for its backward pass, for its attention half and its MLP half."""
-    d, device, attention, batch, seq_len = (
-        dtypes(setup.precision),
-        setup.device,
-        setup.attention,
-        setup.batch,
-        setup.seq_len,
-    )
+    d, device, attention = dtypes(setup.precision), setup.device, setup.attention
+    batch, seq_len = setup.batch, setup.seq_len
     N, C, I, H = batch * seq_len, shape.n_embd, shape.n_inner, shape.n_head
     scores = batch * H * seq_len * seq_len
     # CPU dropout multiplies by a noise tensor of the input's dtype and keeps it; CUDA keeps a bool mask.
@@ -220,13 +215,8 @@ def block_backward_peak_bytes(shape: Shape, setup: TrainingSetup) -> int:
     dropout) at most three tensors of that size are alive at once: a saved input, the incoming gradient
     and the outgoing one.
     """
-    d, device, attention, batch, seq_len = (
-        dtypes(setup.precision),
-        setup.device,
-        setup.attention,
-        setup.batch,
-        setup.seq_len,
-    )
+    d, device, attention = dtypes(setup.precision), setup.device, setup.attention
+    batch, seq_len = setup.batch, setup.seq_len
     N, C, I = batch * seq_len, shape.n_embd, shape.n_inner
     saved = block_activation_bytes(shape, setup)
     residual_grads = 2 * d.residual * N * C  # the gradient flowing down the residual stream, and its update
